@@ -1,0 +1,50 @@
+# The two entry points of the README's Quick start are `make demo` and `make test`; both set up
+# everything they need (a .venv with pinned packages, and the Debian packages grading relies on).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+READY  := $(VENV)/.installed
+DEBIAN_PACKAGES := bubblewrap chromium chromium-driver
+DEMO   := build/demo
+
+.PHONY: help demo test test-fast release check-release system-packages bench calibrate clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(READY): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $@
+
+system-packages:  ## install the Debian packages the sandbox and report tests need (as root)
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)" >&2; exit 1; \
+	  fi; \
+	fi
+
+demo: $(READY) system-packages  ## build the release and grade the bundled demo submissions end to end
+	$(PY) -m autograder demo --dir $(DEMO)
+
+test: $(READY) system-packages  ## run the whole test suite, slow tests included
+	$(PY) -m pytest
+
+test-fast: $(READY)  ## the quick tests only
+	$(PY) -m pytest -m "not slow"
+
+release: $(READY)  ## regenerate release/ from source/ (commit the result)
+	$(PY) -m autograder release
+
+bench: $(READY)  ## print the grading-throughput and timing-noise figures
+	$(PY) bench/grading_throughput.py
+
+clean:  ## remove the venv and all grading state of the demo
+	rm -rf $(VENV) build

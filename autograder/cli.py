@@ -1,0 +1,50 @@
+"""`python -m autograder`: one sub-command per pipeline stage."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .course import Course, CourseError
+
+# (command, module, one-line help), in pipeline order.
+COMMANDS = [
+    ("release", "release", "build release/ (the student notebook) from source/ with nbgrader"),
+    ("collect", "collect", "import an LMS download (Canvas/Moodle zip or a folder) into submitted/"),
+    ("grade", "grade", "autograde the collected submissions, several at a time"),
+    ("feedback", "feedback", "write per-student HTML feedback from the gradebook"),
+    ("export", "export", "write the grades as a Canvas, Moodle or plain CSV file"),
+    ("report", "report", "write the cohort report (HTML with plots)"),
+    ("demo", "demo", "run the whole pipeline on the bundled demo submissions"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder",
+        description="Release, collect, grade, give feedback on, export and report the "
+                    "acceleration assignment. The course root is the folder holding "
+                    "nbgrader_config.py (default: this repository).")
+    parser.add_argument("--course", metavar="DIR", default=None,
+                        help="course root to work in (default: the repository root)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(cmd)
+        cmd.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command != "demo":
+            args.course = Course.at(args.course)
+        return int(args.run(args) or 0)
+    except CourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,37 @@
+"""nbgrader configuration: the directory holding this file is the course root.
+
+Every `nbgrader` command and every `python -m autograder` command reads this file. The autograder
+copies it into throw-away course roots (tests, the demo), so paths are relative to this file.
+"""
+import os
+
+c = get_config()  # noqa: F821 (injected by traitlets)
+
+_root = os.path.dirname(os.path.abspath(__file__))
+
+c.CourseDirectory.root = _root
+c.CourseDirectory.course_id = "ml-systems"
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(_root, "gradebook.db")
+# The jupytext pair (acceleration.py) holds the solutions: it must never be copied next to the
+# release or into a student's autograded folder, as nbgrader does for every non-notebook file.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.py"]
+
+# Timing cells run for a few seconds each; a busy grading machine needs head-room over the 30 s
+# default, and a hung cell is interrupted so that the rest of the notebook is still graded.
+c.Execute.timeout = 180
+c.Execute.interrupt_on_timeout = True
+
+# The written questions are "manually graded answer" cells. Their rubric lives in a mark-scheme
+# region of the locked prompt cell above each answer: nbgrader strips it from the release and
+# restores it (from the gradebook) in the autograded copy that graders read in formgrader.
+# nbgrader only expects mark schemes in task cells, hence this switch.
+c.ClearMarkScheme.enforce_metadata = False
+
+# Keep graded notebooks small whatever a submission prints.
+c.LimitOutput.max_lines = 200
+c.LimitOutput.max_traceback = 60
+
+# Late work: nbgrader compares each submission's timestamp.txt (kept by `collect`) with the
+# assignment's due date in the gradebook and applies this plugin. "zero" gives late work no marks;
+# set "none" to only flag it.
+c.LateSubmissionPlugin.penalty_method = "zero"
