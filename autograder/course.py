@@ -33,23 +33,30 @@ class NbgraderError(CourseError):
         super().__init__(f"`nbgrader {' '.join(args)}` exited with {returncode}:\n{tail}")
 
 
-def tool_environment() -> dict[str, str]:
-    """The environment for nbgrader and kernels: this interpreter's bin folder first on PATH.
-
-    nbgrader runs the `alembic` executable when it creates a gradebook; from a bare `.venv/bin/python`
-    that folder is not on PATH, and the gradebook silently stays empty.
-    """
-    env = dict(os.environ)
+def _with_tools_on_path(env: dict[str, str]) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    env.setdefault("PYTHONHASHSEED", "0")
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     return env
+
+
+def tool_environment() -> dict[str, str]:
+    """The environment for nbgrader processes: this interpreter's bin folder first on PATH.
+
+    nbgrader runs the `alembic` executable whenever it opens a gradebook; run as a bare
+    `.venv/bin/python` that folder is not on PATH, and grading fails with "No assignment ... exists".
+    """
+    return _with_tools_on_path(dict(os.environ))
 
 
 @dataclass(frozen=True)
 class Course:
     root: Path
     assignment: str = ASSIGNMENT
+
+    def __post_init__(self):
+        # nbgrader's Gradebook, opened in this process too, also runs `alembic` from PATH.
+        _with_tools_on_path(os.environ)
 
     @classmethod
     def at(cls, root: str | Path | None = None) -> "Course":

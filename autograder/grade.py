@@ -1,0 +1,211 @@
+"""Autograde collected submissions with nbgrader, several at a time.
+
+Each submission is graded by its own `nbgrader autograde --student ID` process, so one that crashes
+or hangs costs only itself. nbgrader's gradebook holds the scores; this stage keeps, per student, a
+small record of how grading went (`grading/<student>.json`: status, reason, duration and a
+fingerprint of the submission), written only once nbgrader has finished. A batch that is killed
+part-way leaves no record for the submissions in flight, so the next run grades exactly those
+(and any that changed since), and nothing already graded is graded again.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .course import Course, CourseError, tool_environment
+from .release import ensure_gradebook
+
+SUBMISSION_TIMEOUT = 20 * 60  # seconds for one whole submission; per-cell limits are nbgrader's
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class GradingRecord:
+    """How the grading of one submission went. Scores themselves live in the gradebook."""
+    student: str
+    fingerprint: str
+    status: str              # "graded" | "failed" | "timeout"
+    reason: str = ""
+    seconds: float = 0.0
+    finished_at: float = 0.0
+    score: float = 0.0       # autograded points, copied from the gradebook for the summary line
+    max_score: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "graded"
+
+
+@dataclass
+class BatchResult:
+    graded: list[GradingRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def records_dir(course: Course) -> Path:
+    return course.root / "grading"
+
+
+def record_path(course: Course, student: str) -> Path:
+    return records_dir(course) / f"{student}.json"
+
+
+def read_record(course: Course, student: str) -> GradingRecord | None:
+    path = record_path(course, student)
+    try:
+        return GradingRecord(**json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def _write_record(course: Course, record: GradingRecord) -> None:
+    path = record_path(course, record.student)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2))
+    os.replace(tmp, path)  # atomic: a record is either the old one or the whole new one
+
+
+def fingerprint(course: Course, student: str) -> str:
+    """Hash of everything in the student's submitted folder: a changed submission is regraded."""
+    digest = hashlib.sha256()
+    folder = course.submitted_dir(student)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def pending(course: Course, students: list[str] | None = None, force: bool = False) -> list[str]:
+    """Students to grade: those named (or all submitted), minus the ones already graded as is."""
+    submitted = course.submitted_students()
+    if students:
+        unknown = sorted(set(students) - set(submitted))
+        if unknown:
+            raise CourseError(f"no submission under submitted/ for: {', '.join(unknown)}")
+        chosen = list(dict.fromkeys(students))
+    else:
+        chosen = submitted
+    if force or students:
+        return chosen
+    todo = []
+    for student in chosen:
+        record = read_record(course, student)
+        if record is None or record.fingerprint != fingerprint(course, student):
+            todo.append(student)
+    return todo
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the grader dies, so no orphan keeps writing results."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setpgrp()
+
+
+def _autograde_scores(course: Course, student: str) -> tuple[float, float]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.db_url) as gb:
+        submission = gb.find_submission(course.assignment, student)
+        score = sum(nb.code_score for nb in submission.notebooks)
+        max_score = sum(nb.max_code_score for nb in submission.notebooks)
+        return float(score), float(max_score)
+
+
+def _failure_reason(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "Error" in line]
+    return (errors[-1] if errors else (lines[-1] if lines else "nbgrader failed"))[:300]
+
+
+def grade_one(course: Course, student: str, timeout: float = SUBMISSION_TIMEOUT) -> GradingRecord:
+    """Autograde one submission in its own nbgrader process; never raises for the student's faults."""
+    started = time.monotonic()
+    digest = fingerprint(course, student)
+    cmd = [sys.executable, "-m", "nbgrader", "autograde", course.assignment,
+           "--student", student, "--force", "--create"]
+    proc = subprocess.Popen(cmd, cwd=course.root, env=tool_environment(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        status = "graded" if proc.returncode == 0 else "failed"
+        reason = "" if status == "graded" else _failure_reason(output)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        status, reason = "timeout", f"grading took longer than {timeout:.0f} s and was stopped"
+    record = GradingRecord(student=student, fingerprint=digest, status=status, reason=reason,
+                           seconds=round(time.monotonic() - started, 2), finished_at=time.time())
+    if status == "graded":
+        record.score, record.max_score = _autograde_scores(course, student)
+    _write_record(course, record)
+    return record
+
+
+def summary_line(record: GradingRecord) -> str:
+    if record.ok:
+        return (f"  graded  {record.student:<16} {record.score:5.1f} / {record.max_score:g} "
+                f"autograded points  ({record.seconds:.0f} s)")
+    return f"  {record.status:<7} {record.student:<16} {record.reason}  ({record.seconds:.0f} s)"
+
+
+def grade_batch(course: Course, students: list[str] | None = None, jobs: int | None = None,
+                force: bool = False, timeout: float = SUBMISSION_TIMEOUT,
+                progress: bool = True) -> BatchResult:
+    from tqdm import tqdm
+
+    ensure_gradebook(course)
+    todo = pending(course, students, force)
+    result = BatchResult(skipped=[s for s in course.submitted_students() if s not in todo])
+    if not todo:
+        return result
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    with tqdm(total=len(todo), unit="submission", disable=not progress, file=sys.stderr,
+              desc=f"grading ({min(jobs, len(todo))} at a time)") as bar, \
+            ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(grade_one, course, s, timeout): s for s in todo}
+        for future in as_completed(futures):
+            record = future.result()
+            result.graded.append(record)
+            bar.write(summary_line(record), file=sys.stdout)
+            bar.update()
+    result.graded.sort(key=lambda r: r.student)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("students", nargs="*", metavar="STUDENT",
+                        help="grade only these students (default: every submission not graded yet)")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count(),
+                        help="submissions graded at the same time (default: %(default)s, the cores)")
+    parser.add_argument("--force", action="store_true",
+                        help="grade again submissions that are already graded")
+    parser.add_argument("--timeout", type=float, default=SUBMISSION_TIMEOUT,
+                        help="seconds one submission may take in all (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    course: Course = args.course
+    if not course.submitted_students():
+        print("nothing to grade: submitted/ is empty (run `python -m autograder collect PATH`)")
+        return 0
+    result = grade_batch(course, args.students, args.jobs, args.force, args.timeout,
+                         progress=not args.quiet)
+    failed = [r for r in result.graded if not r.ok]
+    print(f"graded {len(result.graded) - len(failed)}, failed {len(failed)}, "
+          f"already graded {len(result.skipped)}")
+    return 0

@@ -1,0 +1,207 @@
+"""Read what grading produced into plain records for feedback, export and report.
+
+Scores come from nbgrader's gradebook (the one record of them). Two things the gradebook does not
+keep come from files next to it: the message of each failed test (from the autograded notebook:
+the error's name and message only, never its traceback or the cell's source, which would show
+hidden tests) and the timing figures the timing tests print.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .course import Course
+from .grade import read_record
+
+TIMING_LINE = re.compile(
+    r"^\[timing\] (?P<name>[\w.-]+): (?P<value>[0-9.]+)x \(limit: (?P<kind>at most|at least) "
+    r"(?P<limit>[0-9.]+)x\)\s*$", re.M)
+PART_TITLES = {
+    "naive": "Part 1: naive loops",
+    "blocked": "Part 2: blocked matmul",
+    "footprint": "Part 2: cache footprint",
+    "numpy": "Part 3: NumPy",
+    "backend": "Part 4: backend",
+    "models": "Part 5: ML workloads",
+    "question": "Written answers",
+}
+MAX_MESSAGE = 600
+
+
+def part_of(grade_id: str) -> str:
+    """Grade ids start with the part they check: `blocked_speed` belongs to `blocked`."""
+    return grade_id.split("_", 1)[0]
+
+
+@dataclass
+class TestOutcome:
+    grade_id: str
+    score: float
+    max_score: float
+    message: str = ""   # why it failed, for the student; empty when it passed
+
+    @property
+    def part(self) -> str:
+        return part_of(self.grade_id)
+
+    @property
+    def passed(self) -> bool:
+        return self.score >= self.max_score
+
+
+@dataclass
+class WrittenAnswer:
+    grade_id: str
+    score: float | None      # None until a grader has scored it in formgrader
+    max_score: float
+
+
+@dataclass
+class Timing:
+    name: str
+    value: float
+    kind: str                # "at most" | "at least"
+    limit: float
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.limit if self.kind == "at most" else self.value >= self.limit
+
+
+@dataclass
+class StudentResult:
+    student: str
+    name: str = ""
+    email: str = ""
+    status: str = "not graded"     # graded | failed | timeout | not graded
+    reason: str = ""
+    timestamp: str = ""
+    seconds_late: float = 0.0
+    late_penalty: float = 0.0
+    tests: list[TestOutcome] = field(default_factory=list)
+    answers: list[WrittenAnswer] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+    score: float = 0.0             # nbgrader's total, late penalty applied
+    max_score: float = 0.0
+
+    @property
+    def auto_score(self) -> float:
+        return sum(t.score for t in self.tests)
+
+    @property
+    def auto_max(self) -> float:
+        return sum(t.max_score for t in self.tests)
+
+    @property
+    def needs_manual_grading(self) -> bool:
+        return any(a.score is None for a in self.answers)
+
+    def parts(self) -> dict[str, tuple[float, float]]:
+        """part -> (score, max) over tests and written answers, in notebook order."""
+        totals: dict[str, list[float]] = {}
+        for item in [*self.tests, *self.answers]:
+            entry = totals.setdefault(part_of(item.grade_id), [0.0, 0.0])
+            entry[0] += item.score or 0.0
+            entry[1] += item.max_score
+        return {part: (s, m) for part, (s, m) in totals.items()}
+
+    def timing(self, name: str) -> Timing | None:
+        return next((t for t in self.timings if t.name == name), None)
+
+
+def _text(output) -> str:
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    return ""
+
+
+def _failure_message(outputs) -> str:
+    for output in outputs:
+        if output.get("output_type") == "error":
+            name, value = output.get("ename", "Error"), str(output.get("evalue", "")).strip()
+            if name == "NotImplementedError" and not value:
+                message = "NotImplementedError: a function this test uses is not written yet"
+            elif not value:
+                message = f"{name} (the test stopped without a message)"
+            else:
+                message = f"{name}: {value}"
+            return message[:MAX_MESSAGE]
+    return ""
+
+
+def read_notebook_details(path: Path) -> tuple[dict[str, str], list[Timing]]:
+    """Failure messages by grade id, and the timing lines, of one autograded notebook."""
+    messages: dict[str, str] = {}
+    timings: list[Timing] = []
+    if not path.is_file():
+        return messages, timings
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade"):
+            continue
+        outputs = cell.get("outputs", [])
+        messages[meta["grade_id"]] = _failure_message(outputs)
+        for match in TIMING_LINE.finditer("".join(_text(o) for o in outputs)):
+            timings.append(Timing(match["name"], float(match["value"]), match["kind"],
+                                  float(match["limit"])))
+    return messages, timings
+
+
+def grade_order(course: Course) -> dict[str, int]:
+    """Position of each graded cell in the source notebook, to list tests in the order students see."""
+    nb = nbformat.read(course.source_notebook, as_version=4)
+    ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
+    return {grade_id: i for i, grade_id in enumerate(ids) if grade_id}
+
+
+def load_student(course: Course, gb, student: str, order: dict[str, int]) -> StudentResult:
+    from nbgrader.api import MissingEntry
+
+    result = StudentResult(student=student)
+    try:
+        row = gb.find_student(student)
+        result.name = " ".join(x for x in (row.first_name, row.last_name) if x)
+        result.email = row.email or ""
+    except MissingEntry:
+        pass
+    record = read_record(course, student)
+    if record is not None:
+        result.status, result.reason = record.status, record.reason
+    try:
+        submission = gb.find_submission(course.assignment, student)
+    except MissingEntry:
+        return result
+    result.timestamp = submission.timestamp.isoformat(sep=" ") if submission.timestamp else ""
+    result.seconds_late = float(submission.total_seconds_late or 0)
+    result.late_penalty = float(submission.late_submission_penalty or 0)
+    result.score = float(submission.score) - result.late_penalty
+    result.max_score = float(submission.max_score)
+    for notebook in submission.notebooks:
+        messages, timings = read_notebook_details(
+            course.autograded_dir(student) / f"{notebook.name}.ipynb")
+        result.timings.extend(timings)
+        for grade in sorted(notebook.grades, key=lambda g: order.get(g.name, len(order))):
+            if grade.cell.cell_type == "code":
+                result.tests.append(TestOutcome(grade.name, float(grade.score or 0),
+                                                float(grade.max_score),
+                                                messages.get(grade.name, "")))
+            else:
+                pending = grade.needs_manual_grade
+                result.answers.append(WrittenAnswer(
+                    grade.name, None if pending else float(grade.score or 0),
+                    float(grade.max_score)))
+    return result
+
+
+def load_cohort(course: Course, students: list[str] | None = None) -> list[StudentResult]:
+    """Every collected student's result (graded or not), sorted by student id."""
+    from nbgrader.api import Gradebook
+
+    wanted = students or course.submitted_students()
+    order = grade_order(course)
+    with Gradebook(course.db_url) as gb:
+        return [load_student(course, gb, s, order) for s in sorted(wanted)]
