@@ -1,0 +1,151 @@
+"""The assignment itself: source notebook, its jupytext pair, and the committed student release."""
+from __future__ import annotations
+
+import re
+
+import nbformat
+import numpy as np
+import pytest
+
+from autograder import release
+from autograder.course import REPO_ROOT, Course
+from autograder.results import load_cohort
+from tests.conftest import COHORT
+
+AUTOGRADED_PARTS = {"naive", "blocked", "footprint", "numpy", "backend", "models"}
+REGIONS = {
+    "solution": ("### BEGIN SOLUTION", "### END SOLUTION"),
+    "hidden tests": ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"),
+    "mark scheme": ("### BEGIN MARK SCHEME", "### END MARK SCHEME"),
+}
+
+
+def _nbgrader(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def _source_nb():
+    return nbformat.read(Course.at(REPO_ROOT).source_notebook, as_version=4)
+
+
+def _release_nb():
+    return nbformat.read(Course.at(REPO_ROOT).release_dir / "acceleration.ipynb", as_version=4)
+
+
+def _lines(text: str) -> set[str]:
+    return {line.strip().lstrip("#- ").strip() for line in text.splitlines()}
+
+
+def _region_lines(nb, begin: str, end: str) -> set[str]:
+    """Lines found only inside a region of the source, long enough not to occur by chance."""
+    inside_lines, outside_lines, inside = [], [], False
+    for cell in nb.cells:
+        for line in cell.source.splitlines():
+            if begin in line:
+                inside = True
+            elif end in line:
+                inside = False
+            else:
+                (inside_lines if inside else outside_lines).append(line)
+    secret = _lines("\n".join(inside_lines)) - _lines("\n".join(outside_lines))
+    return {line for line in secret if len(line) >= 16}
+
+
+def test_jupytext_pair_agrees():
+    release.check_pairing(Course.at(REPO_ROOT))
+
+
+def test_pairing_check_catches_an_edit_to_one_side(course):
+    py = course.source_notebook.with_suffix(".py")
+    py.write_text(py.read_text().replace("c = np.zeros((m, n), dtype=np.float32)",
+                                         "c = np.ones((m, n), dtype=np.float32)", 1))
+    with pytest.raises(release.PairingError, match="jupytext --sync"):
+        release.check_pairing(course)
+
+
+def test_source_outputs_are_cleared():
+    for cell in _source_nb().cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_grade_ids_name_the_part_they_check():
+    graded = [_nbgrader(c) for c in _source_nb().cells if _nbgrader(c).get("grade")]
+    auto = [m["grade_id"] for m in graded if not m.get("solution")]
+    manual = [m["grade_id"] for m in graded if m.get("solution")]
+    assert {g.split("_")[0] for g in auto} == AUTOGRADED_PARTS, auto
+    assert len(manual) == 4 and all(g.startswith("question_") for g in manual), manual
+    points = {m["grade_id"]: m["points"] for m in graded}
+    assert sum(points[g] for g in auto) == 80 and sum(points[g] for g in manual) == 20
+
+
+def test_committed_release_equals_a_fresh_build(course):
+    fresh = release.generate(course, course.root / "fresh-release")
+    assert release.differing_files(fresh, Course.at(REPO_ROOT).release_dir) == [], (
+        "release/ is stale: run `python -m autograder release` and commit it")
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_release_leaks_nothing(region):
+    begin, end = REGIONS[region]
+    secret = _region_lines(_source_nb(), begin, end)
+    assert len(secret) >= 4, f"expected {region} regions in the source notebook"
+    text = "\n".join(c.source for c in _release_nb().cells)
+    assert begin not in text and end not in text
+    leaked = sorted(secret & _lines(text))
+    assert leaked == [], f"{region} lines reached the release: {leaked[:5]}"
+
+
+def test_every_stub_raises_not_implemented():
+    """Run the release's given code, then call every function a student must write."""
+    namespace: dict = {}
+    for cell in _release_nb().cells:
+        grade_id = _nbgrader(cell).get("grade_id", "")
+        is_given_or_stub = grade_id == "setup" or (_nbgrader(cell).get("solution") and
+                                                   cell.cell_type == "code")
+        if is_given_or_stub and grade_id != "spectrum_plot":
+            exec(compile(cell.source, grade_id, "exec"), namespace)
+    a = b = np.ones((2, 2), dtype=np.float32)
+    backend = namespace["OptimizedBackend"]()
+    calls = {
+        "matmul_naive": lambda: namespace["matmul_naive"](a, b),
+        "matmul_blocked": lambda: namespace["matmul_blocked"](a, b),
+        "calculate_cache_footprint": lambda: namespace["calculate_cache_footprint"](64),
+        "matmul_numpy": lambda: namespace["matmul_numpy"](a, b),
+        "OptimizedBackend.dispatch": lambda: backend.dispatch("matmul", a, b),
+        "OptimizedBackend.matmul": lambda: backend.matmul(a, b),
+        "matmul": lambda: namespace["matmul"](a, b),
+        "mlp_forward": lambda: namespace["mlp_forward"](a, a, b),
+        "conv_im2col": lambda: namespace["conv_im2col"](a, b),
+        "attention_scores": lambda: namespace["attention_scores"](a, b),
+    }
+    for name, call in calls.items():
+        with pytest.raises(NotImplementedError):
+            call()
+        assert name.split(".")[0] in namespace
+
+
+def test_spectrum_stub_raises_not_implemented():
+    cell = next(c for c in _release_nb().cells if _nbgrader(c).get("grade_id") == "spectrum_plot")
+    assert re.search(r"^raise NotImplementedError\(\)$", cell.source, re.M), cell.source
+
+
+def test_reference_full_marks_blank_zero(graded_course):
+    """Real nbgrader autograding of the reference, a partial and a blank submission."""
+    results = {r.student: r for r in load_cohort(graded_course)}
+    assert set(results) == set(COHORT)
+    full, partial, blank = results["1001"], results["1002"], results["1003"]
+    assert [t.grade_id for t in full.tests if not t.passed] == []
+    assert (full.auto_score, full.auto_max) == (80, 80)
+    assert full.needs_manual_grading  # written answers were filled in: they wait for a grader
+    assert partial.auto_score == 10 + 5 + 8 + 5  # naive, footprint and numpy
+    assert blank.auto_score == 0 and blank.status == "graded"
+    assert all(t.message for t in blank.tests), "every failed test explains itself"
+    assert {t.name for t in full.timings} >= {"blocked_vs_numpy_256", "backend_overhead_128"}
+
+
+def test_graders_see_the_rubric_students_do_not(graded_course):
+    graded = (graded_course.autograded_dir("1001") / "acceleration.ipynb").read_text()
+    assert graded.count("### BEGIN MARK SCHEME") == 4
+    assert "BEGIN MARK SCHEME" not in (Course.at(REPO_ROOT).release_dir /
+                                       "acceleration.ipynb").read_text()
