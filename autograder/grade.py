@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,18 +124,34 @@ def _autograde_scores(course: Course, student: str) -> tuple[float, float]:
         return float(score), float(max_score)
 
 
+_EXCEPTION_LINE = re.compile(r"\b(?:[\w]+\.)*(?P<name>\w*(?:Error|Exception))\b:?\s*(?P<text>.*)")
+_NBGRADER_BOILERPLATE = ("There was an error processing", "Please see the", "Traceback")
+
+
 def _failure_reason(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if "ERROR" in line or "Error" in line]
-    return (errors[-1] if errors else (lines[-1] if lines else "nbgrader failed"))[:300]
+    """The most telling line of a failed nbgrader run: its last exception, in a few words."""
+    reason = ""
+    for line in output.splitlines():
+        line = line.strip()
+        if not line or any(text in line for text in _NBGRADER_BOILERPLATE):
+            continue
+        match = _EXCEPTION_LINE.search(line.split("] ", 1)[-1])
+        if match and match["name"] not in ("ERROR",):
+            reason = f"{match['name']}: {match['text']}".rstrip(": ")
+    if reason.startswith("DeadKernelError"):
+        reason = "the kernel died: the notebook's code exited or crashed the Python process"
+    return (reason or "nbgrader failed without an error message")[:300]
 
 
-def grade_one(course: Course, student: str, timeout: float = SUBMISSION_TIMEOUT) -> GradingRecord:
+def grade_one(course: Course, student: str, timeout: float = SUBMISSION_TIMEOUT,
+              cell_timeout: float | None = None) -> GradingRecord:
     """Autograde one submission in its own nbgrader process; never raises for the student's faults."""
     started = time.monotonic()
     digest = fingerprint(course, student)
     cmd = [sys.executable, "-m", "nbgrader", "autograde", course.assignment,
            "--student", student, "--force", "--create"]
+    if cell_timeout:
+        cmd.append(f"--Execute.timeout={int(cell_timeout)}")
     proc = subprocess.Popen(cmd, cwd=course.root, env=tool_environment(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             preexec_fn=_die_with_parent)
@@ -164,19 +181,20 @@ def summary_line(record: GradingRecord) -> str:
 
 def grade_batch(course: Course, students: list[str] | None = None, jobs: int | None = None,
                 force: bool = False, timeout: float = SUBMISSION_TIMEOUT,
-                progress: bool = True) -> BatchResult:
+                cell_timeout: float | None = None, progress: bool = True) -> BatchResult:
     from tqdm import tqdm
 
     ensure_gradebook(course)
     todo = pending(course, students, force)
-    result = BatchResult(skipped=[s for s in course.submitted_students() if s not in todo])
+    considered = students or course.submitted_students()
+    result = BatchResult(skipped=[s for s in considered if s not in todo])
     if not todo:
         return result
     jobs = max(1, jobs or os.cpu_count() or 1)
     with tqdm(total=len(todo), unit="submission", disable=not progress, file=sys.stderr,
               desc=f"grading ({min(jobs, len(todo))} at a time)") as bar, \
             ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(grade_one, course, s, timeout): s for s in todo}
+        futures = {pool.submit(grade_one, course, s, timeout, cell_timeout): s for s in todo}
         for future in as_completed(futures):
             record = future.result()
             result.graded.append(record)
@@ -195,6 +213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grade again submissions that are already graded")
     parser.add_argument("--timeout", type=float, default=SUBMISSION_TIMEOUT,
                         help="seconds one submission may take in all (default: %(default)s)")
+    parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                        help="seconds one notebook cell may run before it is interrupted "
+                             "(default: Execute.timeout in nbgrader_config.py)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -204,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to grade: submitted/ is empty (run `python -m autograder collect PATH`)")
         return 0
     result = grade_batch(course, args.students, args.jobs, args.force, args.timeout,
-                         progress=not args.quiet)
+                         args.cell_timeout, progress=not args.quiet)
     failed = [r for r in result.graded if not r.ok]
     print(f"graded {len(result.graded) - len(failed)}, failed {len(failed)}, "
           f"already graded {len(result.skipped)}")

@@ -1,0 +1,156 @@
+"""`grade`: real nbgrader autograding of whole batches, including broken and interrupted ones."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from autograder.course import REPO_ROOT, Course, tool_environment
+from autograder.grade import grade_batch, read_record
+from autograder.results import load_cohort
+from tests.conftest import COHORT, submission, submit
+
+
+def _copy(course: Course, dest) -> Course:
+    shutil.copytree(course.root, dest)
+    return Course.at(dest)
+
+
+def _processes_working_in(course: Course) -> list[str]:
+    """Command lines of the processes whose working directory is inside the course."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(pid) != os.getpid() and cwd.startswith(str(course.root)):
+            found.append(cmdline)
+    return found
+
+
+def _scores(course: Course) -> dict[str, float]:
+    return {r.student: r.auto_score for r in load_cohort(course)}
+
+
+def test_regrading_skips_what_is_graded_and_picks_up_changes(graded_course, tmp_path):
+    course = _copy(graded_course, tmp_path / "course")
+    again = grade_batch(course, progress=False)
+    assert again.graded == [] and again.skipped == sorted(COHORT)
+
+    submit(course, "1003", submission(course, parts=("naive",)))  # a resubmission
+    batch = grade_batch(course, progress=False)
+    assert [r.student for r in batch.graded] == ["1003"]
+    assert _scores(course) == {"1001": 80, "1002": 28, "1003": 15}
+
+
+def test_named_students_and_force(graded_course, tmp_path):
+    course = _copy(graded_course, tmp_path / "course")
+    before = read_record(course, "1002").finished_at
+    batch = grade_batch(course, ["1002"], progress=False)
+    assert [r.student for r in batch.graded] == ["1002"] and batch.skipped == []
+    assert read_record(course, "1002").finished_at > before
+    with pytest.raises(Exception, match="no submission under submitted/ for: 9999"):
+        grade_batch(course, ["9999"], progress=False)
+
+
+def test_cli_exits_zero_whatever_students_scored(graded_course, tmp_path):
+    course = _copy(graded_course, tmp_path / "course")
+    proc = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course.root),
+                           "grade", "--quiet", "--force", "1003"], cwd=REPO_ROOT,
+                          env=tool_environment(), text=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "graded  1003" in proc.stdout and "0 / 80" in proc.stdout
+    assert "graded 1, failed 0, already graded 0" in proc.stdout
+
+
+BROKEN = {
+    # student id: (how the notebook is made, expected status, expected autograded score)
+    "2001": "invalid JSON",
+    "2002": "os._exit in matmul_numpy",
+    "2003": "syntax error in the blocked cell",
+    "2004": "naive_correct test cell deleted",
+    "2005": "reference",
+}
+
+
+@pytest.mark.slow
+def test_broken_submissions_are_recorded_and_never_stop_the_batch(course):
+    (course.submitted_dir("2001")).mkdir(parents=True)
+    (course.submitted_dir("2001") / "acceleration.ipynb").write_text('{"cells": [')
+    submit(course, "2002", submission(course, edits={
+        "numpy_impl": "import os\n\ndef matmul_numpy(a, b):\n    os._exit(3)\n"}))
+    submit(course, "2003", submission(course, edits={
+        "blocked_impl": "def matmul_blocked(a, b, block_size=64)\n    return a @ b\n"}))
+    deleted = submission(course)
+    deleted.cells = [c for c in deleted.cells
+                     if c.metadata.get("nbgrader", {}).get("grade_id") != "naive_correct"]
+    submit(course, "2004", deleted)
+    submit(course, "2005", submission(course))
+
+    batch = grade_batch(course, jobs=2, progress=False)
+    records = {r.student: r for r in batch.graded}
+    assert sorted(records) == sorted(BROKEN)
+    assert records["2001"].status == "failed" and "JSON" in records["2001"].reason
+    assert records["2002"].status == "failed" and "kernel died" in records["2002"].reason
+    scores = _scores(course)
+    # The blocked part (correctness 12 + speed 10) is lost; everything else still counts.
+    assert records["2003"].status == "graded" and scores["2003"] == 80 - 22
+    # A deleted test cell scores zero, it is not skipped.
+    assert records["2004"].status == "graded" and scores["2004"] == 80 - 10
+    assert records["2005"].status == "graded" and scores["2005"] == 80
+    assert scores["2001"] == 0 and scores["2002"] == 0
+
+
+@pytest.mark.slow
+def test_a_hanging_function_costs_only_its_own_tests(course):
+    submit(course, "3001", submission(course, edits={
+        "naive_impl": "def matmul_naive(a, b):\n    while True:\n        pass\n"}))
+    batch = grade_batch(course, jobs=1, cell_timeout=5, progress=False)
+    assert batch.graded[0].status == "graded"
+    result = load_cohort(course)[0]
+    failed = {t.grade_id for t in result.tests if not t.passed}
+    assert failed == {"naive_correct", "naive_errors"}, failed
+    assert result.auto_score == 80 - 15
+
+
+@pytest.mark.slow
+def test_killed_grader_resumes_without_regrading_or_losing_anything(course):
+    students = ["4001", "4002", "4003"]
+    for student in students:
+        submit(course, student, submission(course))
+    cmd = [sys.executable, "-m", "autograder", "--course", str(course.root), "grade", "--quiet",
+           "--jobs", "1"]
+    first = subprocess.Popen(cmd, cwd=REPO_ROOT, env=tool_environment(), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not any(read_record(course, s) for s in students):
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
+    first.wait()
+    done = {s: read_record(course, s).finished_at for s in students if read_record(course, s)}
+    assert len(done) == 1, done
+
+    # The nbgrader child dies with its parent, and its kernel follows it.
+    deadline = time.monotonic() + 20
+    while _processes_working_in(course) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_working_in(course) == []
+
+    second = subprocess.run(cmd, cwd=REPO_ROOT, env=tool_environment(), text=True,
+                            capture_output=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    regraded = sorted(line.split()[1] for line in second.stdout.splitlines()
+                      if line.startswith("  graded "))
+    assert regraded == sorted(set(students) - set(done))
+    assert "already graded 1" in second.stdout
+    (student, finished_at), = done.items()
+    assert read_record(course, student).finished_at == finished_at
+    assert _scores(course) == {s: 80 for s in students}
