@@ -7,7 +7,7 @@ READY  := $(VENV)/.installed
 DEBIAN_PACKAGES := bubblewrap chromium chromium-driver
 DEMO   := build/demo
 
-.PHONY: help demo test test-fast release check-release system-packages bench calibrate clean
+.PHONY: help demo test test-fast release system-packages formgrader bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -42,6 +42,9 @@ test-fast: $(READY)  ## the quick tests only
 
 release: $(READY)  ## regenerate release/ from source/ (commit the result)
 	$(PY) -m autograder release
+
+formgrader: $(READY)  ## start Jupyter Lab in the course root for nbgrader's formgrader (hand grading)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --no-browser --ServerApp.root_dir="$(CURDIR)"
 
 bench: $(READY)  ## print the grading-throughput and timing-noise figures
 	$(PY) bench/grading_throughput.py
