@@ -56,13 +56,12 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Iterator
 
 import nbformat
-from nbgrader.plugins import FileNameCollectorPlugin
-from nbgrader.utils import parse_utc
 
 from .course import NOTEBOOK, Course, tool_environment
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # nbgrader is imported where it is used: it takes seconds to load
     from nbgrader.api import Gradebook
+    from nbgrader.plugins import FileNameCollectorPlugin
 
 NEW, REPLACED, UNCHANGED = "new", "replaced", "unchanged"
 CANVAS, MOODLE, FOLDER = "canvas", "moodle", "folder"
@@ -223,6 +222,8 @@ class _Candidate:
 
 
 def _collector(lms: str) -> FileNameCollectorPlugin:
+    from nbgrader.plugins import FileNameCollectorPlugin
+
     regexp = CANVAS_REGEXP if lms == CANVAS else MOODLE_REGEXP
     return FileNameCollectorPlugin(named_regexp=regexp, valid_ext=[".ipynb", ".IPYNB"],
                                    log=_nbgrader_log)
@@ -395,6 +396,8 @@ def _read_timestamp_file(path: Path) -> datetime:
     if not text:
         raise ValueError("empty")
     try:
+        from nbgrader.utils import parse_utc
+
         return _utc(parse_utc(text))
     except (ValueError, OverflowError, TypeError) as exc:
         raise ValueError(text[:40]) from exc
