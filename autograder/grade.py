@@ -1,11 +1,12 @@
 """Autograde collected submissions with nbgrader, several at a time.
 
-Each submission is graded by its own `nbgrader autograde --student ID` process, so one that crashes
-or hangs costs only itself. nbgrader's gradebook holds the scores; this stage keeps, per student, a
-small record of how grading went (`grading/<student>.json`: status, reason, duration and a
-fingerprint of the submission), written only once nbgrader has finished. A batch that is killed
-part-way leaves no record for the submissions in flight, so the next run grades exactly those
-(and any that changed since), and nothing already graded is graded again.
+`--jobs N` long-lived nbgrader processes (`autograder.autograde_worker`) take submissions from one
+queue. A submission that crashes its kernel or is malformed fails alone; one that runs past the
+time limit gets its worker killed and replaced. nbgrader's gradebook holds the scores; this stage
+keeps, per student, a small record of how grading went (`grading/<student>.json`: status, reason,
+duration and a fingerprint of the submission), written only once nbgrader has finished. A batch
+that is killed part-way leaves no record for the submissions in flight, so the next run grades
+exactly those (and any that changed since), and nothing already graded is graded again.
 """
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ import ctypes
 import hashlib
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .course import Course, CourseError, tool_environment
+from .course import REPO_ROOT, Course, CourseError, tool_environment
 from .release import ensure_gradebook
 
 SUBMISSION_TIMEOUT = 20 * 60  # seconds for one whole submission; per-cell limits are nbgrader's
@@ -125,7 +127,8 @@ def _autograde_scores(course: Course, student: str) -> tuple[float, float]:
 
 
 _EXCEPTION_LINE = re.compile(r"\b(?:[\w]+\.)*(?P<name>\w*(?:Error|Exception))\b:?\s*(?P<text>.*)")
-_NBGRADER_BOILERPLATE = ("There was an error processing", "Please see the", "Traceback")
+_NBGRADER_BOILERPLATE = ("There was an error processing", "Please see the", "Traceback",
+                         "NbGraderException")
 
 
 def _failure_reason(output: str) -> str:
@@ -143,27 +146,68 @@ def _failure_reason(output: str) -> str:
     return (reason or "nbgrader failed without an error message")[:300]
 
 
-def grade_one(course: Course, student: str, timeout: float = SUBMISSION_TIMEOUT,
-              cell_timeout: float | None = None) -> GradingRecord:
-    """Autograde one submission in its own nbgrader process; never raises for the student's faults."""
+class AutogradeWorker:
+    """One `autograde_worker` process, started on first use and again after a timeout or crash."""
+
+    def __init__(self, course: Course, cell_timeout: float | None, log_path: Path):
+        self.course, self.cell_timeout, self.log_path = course, cell_timeout, log_path
+        self.proc: subprocess.Popen | None = None
+        self.replies: queue.Queue = queue.Queue()
+
+    def _start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "autograder.autograde_worker", str(self.course.root),
+               str(self.cell_timeout or "")]
+        env = tool_environment()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env["ACCELERATION_ASSIGNMENT"] = self.course.assignment
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=self.course.root, env=env, text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=log, preexec_fn=_die_with_parent)
+        replies = self.replies = queue.Queue()
+        stdout = self.proc.stdout
+        threading.Thread(target=lambda: [replies.put(line) for line in stdout] + [replies.put(None)],
+                         daemon=True).start()
+        if self._reply(120) is None:
+            raise CourseError(f"the autograde worker did not start; see {self.log_path}")
+
+    def _reply(self, timeout: float) -> dict | None:
+        line = self.replies.get(timeout=timeout)
+        return None if line is None else json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def autograde(self, student: str, timeout: float) -> tuple[str, str]:
+        """(status, reason) of autograding one student; the worker is replaced if it fails."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        self.proc.stdin.write(json.dumps({"student": student}) + "\n")
+        self.proc.stdin.flush()
+        try:
+            reply = self._reply(timeout)
+        except queue.Empty:
+            self.stop()
+            return "timeout", f"grading took longer than {timeout:.0f} s and was stopped"
+        if reply is None:  # the worker itself died: nbgrader, not the student's kernel
+            self.stop()
+            return "failed", "the grading process died; see " + str(self.log_path)
+        if reply["ok"]:
+            return "graded", ""
+        return "failed", _failure_reason(reply["log"])
+
+
+def grade_one(course: Course, student: str, worker: AutogradeWorker,
+              timeout: float = SUBMISSION_TIMEOUT) -> GradingRecord:
+    """Autograde one submission; never raises for the student's faults."""
     started = time.monotonic()
     digest = fingerprint(course, student)
-    cmd = [sys.executable, "-m", "nbgrader", "autograde", course.assignment,
-           "--student", student, "--force", "--create"]
-    if cell_timeout:
-        cmd.append(f"--Execute.timeout={int(cell_timeout)}")
-    proc = subprocess.Popen(cmd, cwd=course.root, env=tool_environment(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent)
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-        status = "graded" if proc.returncode == 0 else "failed"
-        reason = "" if status == "graded" else _failure_reason(output)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        status, reason = "timeout", f"grading took longer than {timeout:.0f} s and was stopped"
+    status, reason = worker.autograde(student, timeout)
     record = GradingRecord(student=student, fingerprint=digest, status=status, reason=reason,
                            seconds=round(time.monotonic() - started, 2), finished_at=time.time())
     if status == "graded":
@@ -190,13 +234,37 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
     result = BatchResult(skipped=[s for s in considered if s not in todo])
     if not todo:
         return result
-    jobs = max(1, jobs or os.cpu_count() or 1)
+    jobs = min(max(1, jobs or os.cpu_count() or 1), len(todo))
+    todo_queue: queue.Queue = queue.Queue()
+    for student in todo:
+        todo_queue.put(student)
+    done: queue.Queue = queue.Queue()
+
+    def work(number: int) -> None:
+        worker = AutogradeWorker(course, cell_timeout,
+                                 records_dir(course) / "logs" / f"worker-{number}.log")
+        try:
+            while True:
+                try:
+                    student = todo_queue.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put(grade_one(course, student, worker, timeout))
+                except BaseException as exc:  # a grader fault: report it, don't hang the batch
+                    done.put(exc)
+        finally:
+            worker.stop()
+
+    threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(jobs)]
+    for thread in threads:
+        thread.start()
     with tqdm(total=len(todo), unit="submission", disable=not progress, file=sys.stderr,
-              desc=f"grading ({min(jobs, len(todo))} at a time)") as bar, \
-            ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(grade_one, course, s, timeout, cell_timeout): s for s in todo}
-        for future in as_completed(futures):
-            record = future.result()
+              desc=f"grading ({jobs} at a time)") as bar:
+        for _ in todo:
+            record = done.get()
+            if isinstance(record, BaseException):
+                raise record
             result.graded.append(record)
             bar.write(summary_line(record), file=sys.stdout)
             bar.update()
