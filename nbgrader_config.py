@@ -16,10 +16,25 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(_root, "gradebook.db")
 # release or into a student's autograded folder, as nbgrader does for every non-notebook file.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.py"]
 
-# Timing cells run for a few seconds each; a busy grading machine needs head-room over the 30 s
-# default, and a hung cell is interrupted so that the rest of the notebook is still graded.
-c.Execute.timeout = 180
+# Autograding: the student's notebook runs in a sandboxed kernel, minus the graded test cells,
+# which TrustedTests runs in the grader's own process against the student's code in a sandboxed
+# worker; nbgrader then scores the cells from those outputs as usual.
+from autograder.preprocessors.sandboxed_execute import SandboxedExecute  # noqa: E402
+from autograder.preprocessors.trusted_tests import TrustedTests  # noqa: E402
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (  # noqa: E402
+    AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades)
+
+c.Autograde.autograde_preprocessors = [
+    SandboxedExecute, TrustedTests, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+    SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+]
+
+# The kernel only runs the student's own cells and the demos (a hung one is interrupted so the
+# rest still runs); each call of student code from a test has its own limit in TrustedTests.
+c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
+c.TrustedTests.call_timeout = 60
 
 # The written questions are "manually graded answer" cells. Their rubric lives in a mark-scheme
 # region of the locked prompt cell above each answer: nbgrader strips it from the release and

@@ -5,7 +5,9 @@ paying that once per worker instead of once per submission is most of what paral
 on a small machine. Protocol, one JSON object per line: the grader writes {"student": ID}; the
 worker answers {"student": ID, "ok": bool, "log": text} once nbgrader is done with it.
 
-    python -m autograder.autograde_worker COURSE_ROOT [CELL_TIMEOUT_SECONDS]
+    python -m autograder.autograde_worker COURSE_ROOT [CONFIG_JSON]
+
+CONFIG_JSON holds config overrides, e.g. {"TrustedTests": {"sandbox": false}}.
 """
 from __future__ import annotations
 
@@ -14,24 +16,27 @@ import os
 import sys
 
 
-def _api(course_root: str, cell_timeout: float | None):
+def _api(course_root: str, overrides: dict):
     from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader("nbgrader_config.py", path=course_root).load_config()
-    if cell_timeout:
-        config.Execute.timeout = int(cell_timeout)
+    config.merge(Config(overrides))
     return NbGraderAPI(config=config)
 
 
 def main(argv: list[str]) -> int:
     course_root = argv[0]
-    cell_timeout = float(argv[1]) if len(argv) > 1 and argv[1] else None
+    overrides = json.loads(argv[1]) if len(argv) > 1 else {}
     os.chdir(course_root)
-    api = _api(course_root, cell_timeout)
+    api = _api(course_root, overrides)
     assignment = os.environ.get("ACCELERATION_ASSIGNMENT", "acceleration")
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
-    sys.stdout = sys.stderr  # anything nbgrader prints must not corrupt the reply stream
+    # Replies get a private copy of fd 1; fd 1 itself then goes to the log, so that nothing
+    # nbgrader or a kernel it starts prints can corrupt the reply stream.
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     print(json.dumps({"ready": True}), file=replies)
     for line in sys.stdin:
         student = json.loads(line)["student"]

@@ -149,15 +149,15 @@ def _failure_reason(output: str) -> str:
 class AutogradeWorker:
     """One `autograde_worker` process, started on first use and again after a timeout or crash."""
 
-    def __init__(self, course: Course, cell_timeout: float | None, log_path: Path):
-        self.course, self.cell_timeout, self.log_path = course, cell_timeout, log_path
+    def __init__(self, course: Course, overrides: dict, log_path: Path):
+        self.course, self.overrides, self.log_path = course, overrides, log_path
         self.proc: subprocess.Popen | None = None
         self.replies: queue.Queue = queue.Queue()
 
     def _start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "autograder.autograde_worker", str(self.course.root),
-               str(self.cell_timeout or "")]
+               json.dumps(self.overrides)]
         env = tool_environment()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env["ACCELERATION_ASSIGNMENT"] = self.course.assignment
@@ -202,6 +202,20 @@ class AutogradeWorker:
         return "failed", _failure_reason(reply["log"])
 
 
+SANDBOX_UID_BASE = 61000  # job N runs student code as uid 61000+N: process limits are per uid
+
+
+def _overrides(time_limit: float | None, sandboxed: bool, job: int) -> dict:
+    """nbgrader config for one autograde worker."""
+    config: dict = {"SandboxedExecute": {"sandbox": sandboxed, "sandbox_uid": SANDBOX_UID_BASE + job},
+                    "TrustedTests": {"sandbox": sandboxed, "sandbox_uid": SANDBOX_UID_BASE + job}}
+    if time_limit:
+        config["Execute"] = {"timeout": int(time_limit)}
+        config["SandboxedExecute"]["timeout"] = int(time_limit)
+        config["TrustedTests"]["call_timeout"] = float(time_limit)
+    return config
+
+
 def grade_one(course: Course, student: str, worker: AutogradeWorker,
               timeout: float = SUBMISSION_TIMEOUT) -> GradingRecord:
     """Autograde one submission; never raises for the student's faults."""
@@ -225,9 +239,18 @@ def summary_line(record: GradingRecord) -> str:
 
 def grade_batch(course: Course, students: list[str] | None = None, jobs: int | None = None,
                 force: bool = False, timeout: float = SUBMISSION_TIMEOUT,
-                cell_timeout: float | None = None, progress: bool = True) -> BatchResult:
+                time_limit: float | None = None, sandboxed: bool = True,
+                progress: bool = True) -> BatchResult:
     from tqdm import tqdm
 
+    if sandboxed:
+        from . import sandbox
+
+        ok, reason = sandbox.available()
+        if not ok:
+            raise CourseError(f"cannot grade safely: {reason}. Student code would run with the "
+                              "grader's rights; pass --no-sandbox only if you trust every "
+                              "submission")
     ensure_gradebook(course)
     todo = pending(course, students, force)
     considered = students or course.submitted_students()
@@ -241,7 +264,7 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
     done: queue.Queue = queue.Queue()
 
     def work(number: int) -> None:
-        worker = AutogradeWorker(course, cell_timeout,
+        worker = AutogradeWorker(course, _overrides(time_limit, sandboxed, number),
                                  records_dir(course) / "logs" / f"worker-{number}.log")
         try:
             while True:
@@ -281,9 +304,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grade again submissions that are already graded")
     parser.add_argument("--timeout", type=float, default=SUBMISSION_TIMEOUT,
                         help="seconds one submission may take in all (default: %(default)s)")
-    parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
-                        help="seconds one notebook cell may run before it is interrupted "
-                             "(default: Execute.timeout in nbgrader_config.py)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="seconds one notebook cell, or one call of student code from a test, "
+                             "may run before it is stopped (default: nbgrader_config.py's)")
+    parser.add_argument("--no-sandbox", dest="sandboxed", action="store_false",
+                        help="run student code without the bubblewrap sandbox (only for "
+                             "submissions you trust, or where bubblewrap cannot run)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -293,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to grade: submitted/ is empty (run `python -m autograder collect PATH`)")
         return 0
     result = grade_batch(course, args.students, args.jobs, args.force, args.timeout,
-                         args.cell_timeout, progress=not args.quiet)
+                         args.time_limit, args.sandboxed, progress=not args.quiet)
     failed = [r for r in result.graded if not r.ok]
     print(f"graded {len(result.graded) - len(failed)}, failed {len(failed)}, "
           f"already graded {len(result.skipped)}")

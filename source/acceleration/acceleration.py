@@ -163,6 +163,23 @@ def expect_error(error, fn, *args, call="the call", **kwargs):
                          f"{error.__name__}")
 
 
+def dispatched_ops(run):
+    """Call run() and return the ops that the module-level `_backend` dispatched meanwhile."""
+    backend = globals()["_backend"]
+    ops = []
+
+    def recording(op, *args, **kwargs):
+        ops.append(op)
+        return type(backend).dispatch(backend, op, *args, **kwargs)
+
+    backend.dispatch = recording
+    try:
+        run()
+    finally:
+        del backend.dispatch
+    return ops
+
+
 print("Setup done: NumPy", np.__version__, "with one BLAS thread.")
 
 # %% [markdown]
@@ -615,26 +632,11 @@ for op in ("relu", "MATMUL", ""):
     expect_error(NotImplementedError, OptimizedBackend().dispatch, op, a, b,
                  call=f"OptimizedBackend().dispatch({op!r}, a, b)")
 assert isinstance(_backend, OptimizedBackend), (
-    f"_backend should be an OptimizedBackend instance, got {type(_backend).__name__}")
-
-
-class _RecordingBackend(OptimizedBackend):
-    def __init__(self):
-        self.ops = []
-
-    def dispatch(self, op, *args, **kwargs):
-        self.ops.append(op)
-        return super().dispatch(op, *args, **kwargs)
-
-
-_saved_backend, _backend = _backend, _RecordingBackend()
-try:
-    check_matmul(matmul(a, b), a, b, "matmul(a, b)")
-    assert _backend.ops == ["matmul"], (
-        f"matmul(a, b) should call _backend.dispatch('matmul', a, b) exactly once; the module "
-        f"backend saw {_backend.ops}")
-finally:
-    _backend = _saved_backend
+    "_backend should be an OptimizedBackend instance")
+ops = dispatched_ops(lambda: check_matmul(matmul(a, b), a, b, "matmul(a, b)"))
+assert ops == ["matmul"], (
+    f"matmul(a, b) should call _backend.dispatch('matmul', a, b) exactly once; the module "
+    f"backend saw {ops}")
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "backend_speed", "locked": true, "points": 5, "schema_version": 3, "solution": false, "task": false}
@@ -721,29 +723,15 @@ assert np.allclose(out, q @ k.T / 16, rtol=1e-4, atol=1e-3), (
     "attention_scores values differ from q @ k.T / sqrt(256): check the transpose and the scale")
 
 ### BEGIN HIDDEN TESTS
-class _CountingBackend(OptimizedBackend):
-    def __init__(self):
-        self.ops = []
-
-    def dispatch(self, op, *args, **kwargs):
-        self.ops.append(op)
-        return super().dispatch(op, *args, **kwargs)
-
-
-_saved_backend = _backend
-try:
-    for name, call, expected_ops in [
-        ("mlp_forward", lambda: mlp_forward(x, w1, w2), 2),
-        ("conv_im2col", lambda: conv_im2col(patches, filters), 1),
-        ("attention_scores", lambda: attention_scores(q, k), 1),
-    ]:
-        _backend = _CountingBackend()
-        call()
-        assert _backend.ops.count("matmul") == expected_ops, (
-            f"{name} should make {expected_ops} product(s) through matmul() and the backend; "
-            f"the backend saw {len(_backend.ops)}: use matmul(...) instead of @ or np.dot")
-finally:
-    _backend = _saved_backend
+for name, call, expected_ops in [
+    ("mlp_forward", lambda: mlp_forward(x, w1, w2), 2),
+    ("conv_im2col", lambda: conv_im2col(patches, filters), 1),
+    ("attention_scores", lambda: attention_scores(q, k), 1),
+]:
+    ops = dispatched_ops(call)
+    assert ops.count("matmul") == expected_ops, (
+        f"{name} should make {expected_ops} product(s) through matmul() and the backend; "
+        f"the backend saw {len(ops)}: use matmul(...) instead of @ or np.dot")
 
 # Other sizes of the same workloads.
 x, w1, w2 = random_matrix(3, 10, seed=8), random_matrix(10, 4, seed=9), random_matrix(4, 2, seed=10)

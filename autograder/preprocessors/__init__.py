@@ -1,0 +1,1 @@
+"""nbgrader preprocessors of this course, one per module, enabled in nbgrader_config.py."""

@@ -1,0 +1,87 @@
+"""SandboxedExecute: nbgrader's Execute, with the kernel in the sandbox and test cells left out.
+
+The student's notebook still runs top to bottom in a Jupyter kernel, so graders see its outputs
+(the speed plot, the demo cells), but the kernel runs inside bubblewrap as an unprivileged user
+with no network and no view of the course, and it never runs the graded test cells: those are
+scored by TrustedTests, in the grader's process.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import DeadKernelError
+from nbgrader.preprocessors import Execute
+from traitlets import Any, Bool, Int
+
+from ..trusted.runner import is_test_cell
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """Launches the kernel through `sandbox.kernel_command`, talking over ipc sockets."""
+
+    policy = Any(None, allow_none=True)
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        from .. import sandbox
+
+        return await super()._async_launch_kernel(
+            sandbox.kernel_command(kernel_cmd, self.connection_file, self.policy), **kw)
+
+
+class SandboxedExecute(Execute):
+    sandbox = Bool(True, help="run the kernel in the bubblewrap sandbox").tag(config=True)
+    memory_bytes = Int(2 * 1024**3, help="address-space limit of the kernel").tag(config=True)
+    sandbox_uid = Int(65534, help="unprivileged uid (and gid) the kernel runs as").tag(config=True)
+
+    def preprocess_cell(self, cell, resources, index):
+        if is_test_cell(cell):
+            return cell, resources  # scored by TrustedTests, never in the student's kernel
+        if self._kernel_died:
+            return cell, resources
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            # The student's code ended the kernel (os._exit, a crash, the memory limit). Its own
+            # later cells cannot run, but the tests are scored elsewhere: say so and go on.
+            self._kernel_died = True
+            cell.outputs.append(nbformat.from_dict({
+                "output_type": "error", "ename": "DeadKernelError",
+                "evalue": "the kernel died while running this cell; later cells were not run",
+                "traceback": ["DeadKernelError: the kernel died while running this cell"]}))
+            return cell, resources
+
+    def create_kernel_manager(self):
+        if not self.sandbox:
+            return super().create_kernel_manager()
+        from ..sandbox import SandboxPolicy, grant_access
+
+        self.kernel_name = self.kernel_name or self.nb.metadata.get("kernelspec", {}).get(
+            "name", "python3")
+        self._scratch = tempfile.mkdtemp(prefix="kernel-")
+        runtime = os.path.join(self._scratch, "runtime")
+        workdir = os.path.join(self._scratch, "work")
+        os.mkdir(runtime)
+        os.mkdir(workdir)
+        policy = SandboxPolicy(memory_bytes=self.memory_bytes, workdir=workdir,
+                               uid=self.sandbox_uid, gid=self.sandbox_uid,
+                               env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                                    "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+        grant_access(workdir, policy)
+        self.km = SandboxedKernelManager(kernel_name=self.kernel_name, config=self.config,
+                                         transport="ipc", policy=policy,
+                                         connection_file=os.path.join(runtime, "kernel.json"))
+        self.km.kernel_spec.interrupt_mode = "message"  # a signal to bubblewrap would not arrive
+        return self.km
+
+    def preprocess(self, nb, resources, km=None):
+        self._kernel_died = False
+        try:
+            return super().preprocess(nb, resources, km=km)
+        finally:
+            scratch = getattr(self, "_scratch", None)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)

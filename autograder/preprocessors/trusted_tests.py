@@ -1,0 +1,41 @@
+"""TrustedTests: score the graded test cells in the grader's process, not the student's kernel.
+
+It replaces the outputs of every autograded test cell with the outcome of running that cell in
+`autograder.trusted.runner` (student code in a sandboxed worker, asserts and clocks in the grader).
+nbgrader's SaveAutoGrades, which runs after it, then scores the cells from those outputs as usual:
+an error output means zero for that cell.
+"""
+from __future__ import annotations
+
+import nbformat
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Bool, Float, Int
+
+from ..trusted import remote, runner
+
+
+class TrustedTests(NbGraderPreprocessor):
+    sandbox = Bool(True, help="run student code in the bubblewrap sandbox").tag(config=True)
+    call_timeout = Float(60.0, help="seconds one call of student code may take").tag(config=True)
+    memory_bytes = Int(2 * 1024**3, help="address-space limit of the student's worker").tag(config=True)
+    sandbox_uid = Int(65534, help="unprivileged uid (and gid) the worker runs as").tag(config=True)
+
+    def launcher(self) -> remote.Launcher:
+        if not self.sandbox:
+            return remote.local_launcher
+        from ..sandbox import SandboxPolicy
+
+        return remote.sandboxed_launcher(SandboxPolicy(
+            memory_bytes=self.memory_bytes, uid=self.sandbox_uid, gid=self.sandbox_uid))
+
+    def preprocess(self, nb, resources):
+        report = runner.run_tests(nb, self.launcher(), self.call_timeout)
+        for cell in nb.cells:
+            outcome = report.outcomes.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
+            if outcome is not None and runner.is_test_cell(cell):
+                cell.outputs = [nbformat.from_dict(o) for o in outcome.outputs()]
+                cell.execution_count = None
+        failed = [g for g, o in report.outcomes.items() if not o.passed]
+        self.log.info("trusted tests: %d run, %d failed %s", len(report.outcomes), len(failed),
+                      failed)
+        return nb, resources

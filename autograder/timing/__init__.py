@@ -1,0 +1,1 @@
+"""Timing for grading verdicts: measuring (`measure`) kept apart from pure statistics (`stats`)."""

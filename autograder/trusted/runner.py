@@ -1,0 +1,178 @@
+"""Run a notebook's graded test cells in the grader's own process, against the student's code.
+
+The student's code (the notebook's `*_impl` cells, after the given `setup` cell) is loaded into a
+worker process; the test cells run here, with the student's names bound to proxies of that worker.
+So the asserts, `np.allclose`, the test helpers and the clock all belong to the grader: nothing the
+student's code does to its own process can make a test pass. Cells the student inserted are never
+run, and test cells come from the notebook as nbgrader restored them.
+
+The helpers that need to reach into the worker are replaced here by versions that do:
+`speed_ratio` times student code by the worker's CPU time as the kernel counts it, and
+`dispatched_ops` records the backend's dispatches inside the worker.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..timing import measure, stats
+from . import remote
+
+SETUP_CELL = "setup"
+MAX_STDOUT = 4000
+
+
+def _meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def is_test_cell(cell) -> bool:
+    meta = _meta(cell)
+    return cell["cell_type"] == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def is_implementation_cell(cell) -> bool:
+    meta = _meta(cell)
+    return (cell["cell_type"] == "code" and bool(meta.get("solution"))
+            and str(meta.get("grade_id", "")).endswith("_impl"))
+
+
+@dataclass
+class TestOutcome:
+    grade_id: str
+    error: tuple[str, str] | None = None     # (name, message) of the failure, None if it passed
+    stdout: str = ""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None
+
+    def outputs(self) -> list[dict]:
+        """nbformat outputs for the cell: what it printed, then the failure without a traceback."""
+        outputs = []
+        if self.stdout:
+            text = self.stdout if len(self.stdout) <= MAX_STDOUT else \
+                self.stdout[:MAX_STDOUT] + "\n... (output cut)\n"
+            outputs.append({"output_type": "stream", "name": "stdout", "text": text})
+        if self.error:
+            name, message = self.error
+            outputs.append({"output_type": "error", "ename": name, "evalue": message,
+                            "traceback": [f"{name}: {message}"]})
+        return outputs
+
+
+@dataclass
+class RunReport:
+    outcomes: dict[str, TestOutcome] = field(default_factory=dict)
+    load_errors: dict[str, dict] = field(default_factory=dict)
+    worker_starts: int = 0
+
+
+def _describe_failure(exc: BaseException, load_errors: dict[str, dict]) -> tuple[str, str]:
+    if isinstance(exc, remote.StudentCodeTimeout):
+        return "TimeoutError", str(exc)
+    if isinstance(exc, remote.StudentCodeCrashed):
+        return "ProcessCrashed", str(exc)
+    if isinstance(exc, remote.StudentException):
+        return exc.type_name, exc.message
+    message = str(exc)
+    if isinstance(exc, NameError) and load_errors:
+        broken = "; ".join(f"cell {cell} raised {e['type']}: {e['message']}"
+                           for cell, e in load_errors.items())
+        message = f"{message} ({broken})"
+    return type(exc).__name__, message
+
+
+class TrustedHelpers:
+    """Versions of the notebook's helpers that measure or observe the student's worker."""
+
+    def __init__(self, worker: remote.Worker):
+        self.worker = worker
+
+    def sampler(self, fn, args) -> measure.Sampler:
+        if not isinstance(fn, remote.RemoteValue):
+            return measure.local_sampler(fn, args)
+        header, arrays = self.worker.encode_args(args, {})
+        stash = self.worker.request(dict(header, op="stash"), arrays, what="storing inputs")["stash"]
+        label = fn._describe()
+
+        def sample(calls: int) -> float:
+            pid = self.worker.pid
+            before = remote.process_tree_cpu_seconds(pid)
+            self.worker.request({"op": "repeat", "target": fn._target, "stash": stash,
+                                 "calls": calls}, what=f"{label}(...)")
+            return remote.process_tree_cpu_seconds(pid) - before
+
+        return sample
+
+    def speed_ratio(self, fn, reference, *args, rounds=15, min_sample=0.002):
+        """Like the notebook's: CPU-time ratio fn / reference, interleaved; correctness first."""
+        got, want = fn(*args), reference(*args)
+        got_f = np.asarray(got, dtype=np.float64) if isinstance(got, np.ndarray) else None
+        want_f = np.asarray(want, dtype=np.float64)
+        if got_f is None or got_f.shape != want_f.shape or not np.allclose(
+                got_f, want_f, rtol=1e-3, atol=1e-2 * max(1.0, float(np.abs(want_f).max(initial=0)))):
+            raise AssertionError("a timing test needs a correct result first: the timed function "
+                                 "returned a wrong result for these inputs, so no timing points")
+        samples = measure.interleaved({"fn": self.sampler(fn, args),
+                                       "reference": self.sampler(reference, args)},
+                                      rounds=rounds, min_sample=min_sample)
+        return stats.ratio(samples["fn"], samples["reference"])
+
+    def dispatched_ops(self, run):
+        """Run run() with the worker's module backend recording its dispatches; return them."""
+        self.worker.request({"op": "record_dispatch", "action": "start"},
+                            what="_backend.dispatch")
+        try:
+            run()
+        finally:
+            ops = self.worker.request({"op": "record_dispatch", "action": "stop"},
+                                      what="_backend.dispatch")["value"]
+        return ops
+
+
+def run_tests(nb, launcher: remote.Launcher = remote.local_launcher,
+              call_timeout: float = 60.0) -> RunReport:
+    """Outcome of every graded test cell of `nb` (a notebook dict, as nbgrader restored it)."""
+    cells = nb["cells"]
+    setup = next((c for c in cells if _meta(c).get("grade_id") == SETUP_CELL), None)
+    code = ([(SETUP_CELL, setup["source"], False)] if setup else []) + [
+        (_meta(c)["grade_id"], c["source"], True) for c in cells if is_implementation_cell(c)]
+    report = RunReport()
+    with remote.Worker(code, launcher=launcher, call_timeout=call_timeout) as worker:
+        try:
+            loaded = worker.start()
+        except remote.StudentCodeError as exc:
+            error = _describe_failure(exc, {})
+            for cell in filter(is_test_cell, cells):
+                report.outcomes[_meta(cell)["grade_id"]] = TestOutcome(_meta(cell)["grade_id"], error)
+            return report
+        report.load_errors = loaded.errors
+        namespace: dict = {"__name__": "__grader__"}
+        if setup is not None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(setup["source"], "<setup>", "exec"), namespace)
+        for name, info in loaded.names.items():
+            namespace[name] = info["value"] if info["kind"] == "value" else \
+                worker.proxy_for(name, info["kind"])
+        helpers = TrustedHelpers(worker)
+        namespace.update(speed_ratio=helpers.speed_ratio, dispatched_ops=helpers.dispatched_ops)
+        for cell in filter(is_test_cell, cells):
+            grade_id = _meta(cell)["grade_id"]
+            out = io.StringIO()
+            started = time.monotonic()
+            error = None
+            with contextlib.redirect_stdout(out):
+                try:
+                    exec(compile(cell["source"], f"<{grade_id}>", "exec"), namespace)
+                except Exception as exc:  # noqa: BLE001 - every failure is a verdict
+                    error = _describe_failure(exc, loaded.errors)
+            report.outcomes[grade_id] = TestOutcome(grade_id, error, out.getvalue(),
+                                                    round(time.monotonic() - started, 3))
+        report.worker_starts = worker.starts
+    return report
