@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..timing import measure, stats
-from . import remote
+from . import integrity, remote
 
 SETUP_CELL = "setup"
 MAX_STDOUT = 4000
@@ -70,6 +70,7 @@ class TestOutcome:
 class RunReport:
     outcomes: dict[str, TestOutcome] = field(default_factory=dict)
     load_errors: dict[str, dict] = field(default_factory=dict)
+    violations: dict[str, str] = field(default_factory=dict)   # part -> broken rule
     worker_starts: int = 0
 
 
@@ -94,10 +95,10 @@ class TrustedHelpers:
     def __init__(self, worker: remote.Worker):
         self.worker = worker
 
-    def sampler(self, fn, args) -> measure.Sampler:
+    def sampler(self, fn, args, kwargs=None) -> measure.Sampler:
         if not isinstance(fn, remote.RemoteValue):
-            return measure.local_sampler(fn, args)
-        header, arrays = self.worker.encode_args(args, {})
+            return measure.local_sampler(fn, args, kwargs)
+        header, arrays = self.worker.encode_args(args, kwargs or {})
         stash = self.worker.request(dict(header, op="stash"), arrays, what="storing inputs")["stash"]
         label = fn._describe()
 
@@ -123,6 +124,10 @@ class TrustedHelpers:
                                        "reference": self.sampler(reference, args)},
                                       rounds=rounds, min_sample=min_sample)
         return stats.ratio(samples["fn"], samples["reference"])
+
+    def cpu_seconds_per_call(self, fn, args, kwargs=None, rounds=5, min_sample=0.002) -> float:
+        samples = measure.interleaved({"fn": self.sampler(fn, args, kwargs)}, rounds, min_sample)
+        return stats.best(samples["fn"])
 
     def dispatched_ops(self, run):
         """Run run() with the worker's module backend recording its dispatches; return them."""
@@ -162,11 +167,18 @@ def run_tests(nb, launcher: remote.Launcher = remote.local_launcher,
                 worker.proxy_for(name, info["kind"])
         helpers = TrustedHelpers(worker)
         namespace.update(speed_ratio=helpers.speed_ratio, dispatched_ops=helpers.dispatched_ops)
+        report.violations = {part: message for part, rule in integrity.RULES.items()
+                             if (message := rule(worker, helpers))}
         for cell in filter(is_test_cell, cells):
             grade_id = _meta(cell)["grade_id"]
             out = io.StringIO()
             started = time.monotonic()
             error = None
+            part = grade_id.split("_", 1)[0]
+            if part in report.violations:
+                report.outcomes[grade_id] = TestOutcome(
+                    grade_id, ("RuleViolation", report.violations[part]))
+                continue
             with contextlib.redirect_stdout(out):
                 try:
                     exec(compile(cell["source"], f"<{grade_id}>", "exec"), namespace)
