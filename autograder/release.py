@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from .course import Course, CourseError
+from .course import REPO_ROOT, Course, CourseError
 
 
 class PairingError(CourseError):
@@ -115,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
     out = generate(course)
     print(f"wrote {out.relative_to(course.root)}/ "
           f"({', '.join(sorted(p.name for p in out.iterdir()))})")
+    if course.root == REPO_ROOT:  # the bundled demo submissions are made from the release
+        from . import demo
+
+        demo.DEMO_ZIP.write_bytes(demo.build_zip(course))
+        print(f"wrote {demo.DEMO_ZIP.relative_to(REPO_ROOT)}")
     return 0
 
 
