@@ -482,7 +482,8 @@ def _reference_blocked(a, b, block_size=64):
     return c
 
 
-# Against the naive loop: a tiled product was about 6,000x faster at 64x64; it must be 100x.
+# Against the naive loop: a tiled product was 2,000-6,000x faster at 64x64; 100x is the floor,
+# far below any tiled version that multiplies tiles with @ (tiles of pure Python loops fail it).
 a, b = random_matrix(64, 64, seed=3), random_matrix(64, 64, seed=4)
 speedup = 1 / speed_ratio(matmul_blocked, _reference_naive, a, b, rounds=2)
 report_timing("blocked_speedup_over_naive_64", speedup, 100, kind="at least")
@@ -490,13 +491,15 @@ assert speedup >= 100, (
     f"matmul_blocked is only {speedup:.0f}x faster than a plain triple loop at 64x64 (needed: "
     f"100x): the work inside each tile should be one @, not Python loops")
 
-# Against reference tiling at the default block size: at most 4x as slow.
+# Against reference tiling at the default block size. The reference measures 1.0-1.1x against
+# itself, also with both cores busy (CPU time); a version doing 3x the work must fail, so the limit
+# sits at 2.5x, which leaves room for honest variations (loop order, np.dot on tiles, tile copies).
 a, b = random_matrix(256, 256, seed=5), random_matrix(256, 256, seed=6)
 ratio = speed_ratio(matmul_blocked, _reference_blocked, a, b)
-report_timing("blocked_vs_reference_256", ratio, 4)
-assert ratio <= 4, (
+report_timing("blocked_vs_reference_256", ratio, 2.5)
+assert ratio <= 2.5, (
     f"matmul_blocked is {ratio:.1f}x slower than a reference tiled product at 256x256 (limit "
-    f"4x): look for per-element work or tile copies inside your loops")
+    f"2.5x): look for per-element work, tile copies or repeated work inside your loops")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -640,7 +643,9 @@ assert ops == ["matmul"], (
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "backend_speed", "locked": true, "points": 5, "schema_version": 3, "solution": false, "task": false}
-# A dispatch costs well under a microsecond; at 128x128 the product takes about 80 µs.
+# A dispatch costs well under a microsecond; at 128x128 the product takes about 80 µs. The
+# reference backend measured 0.85-1.13x against matmul_numpy with both cores busy (CPU time); a
+# backend that takes the blocked path is 2.5-3x, one that does the work 3 times 3x: 1.5x splits them.
 a, b = random_matrix(128, 128, seed=1), random_matrix(128, 128, seed=2)
 check_matmul(matmul(a, b), a, b, "matmul(128x128, 128x128)")
 ratio = speed_ratio(matmul, matmul_numpy, a, b)

@@ -1,0 +1,132 @@
+"""Check the timing thresholds on this machine: the reference must pass, slow variants must fail.
+
+Runs the notebook's timing tests (the graded cells that print `[timing]` lines) through the same
+trusted runner as grading, many times: with the reference answers, and with variants that do the
+reference's work several times over. Prints, per timing limit, the spread of the measured ratios
+and the margin to the limit, and a verdict: the thresholds are safe here when the reference never
+fails and every variant 3x (or more) too slow always does.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import dataclass, field
+
+from .course import Course
+from .results import TIMING_LINE, Timing
+from .submissions import fill, reference_answers
+
+TIMING_CELLS = {"blocked_speed", "backend_speed"}
+
+
+def slow_variant(function: str, factor: int) -> str:
+    """Code that makes `function` (a name, or Class.method) do its work `factor` times per call."""
+    once = "_" + function.replace(".", "_") + "_once"
+    return (f"\n\n{once} = {function}\n\n\n"
+            f"def _slowed(*args, **kwargs):\n"
+            f"    for _ in range({factor - 1}):\n"
+            f"        {once}(*args, **kwargs)\n"
+            f"    return {once}(*args, **kwargs)\n\n\n"
+            f"{function} = _slowed\n")
+
+
+def variants(course: Course, factor: int = 3) -> dict[str, tuple[dict[str, str], str]]:
+    """name -> (cell edits, the test cell that must fail): the reference, and slow variants."""
+    answers = reference_answers(course.source_notebook)
+    return {
+        "reference": ({}, ""),
+        f"blocked x{factor}": ({"blocked_impl": answers["blocked_impl"] +
+                                slow_variant("matmul_blocked", factor)}, "blocked_speed"),
+        f"backend x{factor}": ({"backend_impl": answers["backend_impl"] +
+                                slow_variant("OptimizedBackend.matmul", factor)},
+                               "backend_speed"),
+    }
+
+
+def graded_notebook(course: Course, edits: dict[str, str]):
+    """A submission with the reference answers (and `edits`), test cells as nbgrader restores them."""
+    import nbformat
+
+    nb = fill(course.release_dir / "acceleration.ipynb", course.source_notebook, edits=edits)
+    source = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source
+              for c in nbformat.read(course.source_notebook, as_version=4).cells}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution"):
+            cell.source = source[meta["grade_id"]]
+    return nb
+
+
+@dataclass
+class VariantRun:
+    name: str
+    must_fail: str                          # grade id that must fail ("" for the reference)
+    trials: int = 0
+    failures: dict[str, int] = field(default_factory=dict)   # grade id -> trials it failed
+    timings: dict[str, list[Timing]] = field(default_factory=dict)
+
+    @property
+    def verdict_ok(self) -> bool:
+        if not self.must_fail:
+            return not any(self.failures.values())
+        return self.failures.get(self.must_fail, 0) == self.trials
+
+
+def run_variant(name: str, nb, must_fail: str, trials: int, launcher=None,
+                progress=None) -> VariantRun:
+    from .trusted import remote, runner
+
+    run = VariantRun(name, must_fail)
+    for _ in range(trials):
+        report = runner.run_tests(nb, launcher or remote.local_launcher, only=TIMING_CELLS,
+                                  rules=False)
+        run.trials += 1
+        for grade_id, outcome in report.outcomes.items():
+            run.failures[grade_id] = run.failures.get(grade_id, 0) + (not outcome.passed)
+            for m in TIMING_LINE.finditer(outcome.stdout):
+                run.timings.setdefault(m["name"], []).append(
+                    Timing(m["name"], float(m["value"]), m["kind"], float(m["limit"])))
+        if progress:
+            progress()
+    return run
+
+
+def describe(runs: list[VariantRun]) -> str:
+    lines = []
+    for run in runs:
+        failed = ", ".join(f"{g} {n}/{run.trials}" for g, n in sorted(run.failures.items()) if n)
+        lines.append(f"{run.name}: {run.trials} trials; failed: {failed or 'none'}")
+        for name, values in sorted(run.timings.items()):
+            nums = [t.value for t in values]
+            limit, kind = values[0].limit, values[0].kind
+            worst = max(nums) if kind == "at most" else min(nums)
+            margin = (limit / worst) if kind == "at most" else (worst / limit)
+            lines.append(f"  {name:32s} min {min(nums):9.2f}  median {statistics.median(nums):9.2f}"
+                         f"  max {max(nums):9.2f}  limit {kind} {limit:g}  "
+                         f"worst-case margin {margin:.2f}x")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, default=10,
+                        help="runs of the timing tests per variant (default: %(default)s)")
+    parser.add_argument("--factor", type=int, default=3,
+                        help="how many times too slow the slow variants are (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    course: Course = args.course
+    plan = variants(course, args.factor)
+    runs = []
+    with tqdm(total=len(plan) * args.trials, unit="trial", desc="calibrating") as bar:
+        for name, (edits, must_fail) in plan.items():
+            runs.append(run_variant(name, graded_notebook(course, edits), must_fail, args.trials,
+                                    progress=bar.update))
+    print(describe(runs))
+    safe = all(r.verdict_ok for r in runs)
+    print("verdict: thresholds are safe on this machine" if safe else
+          "verdict: NOT safe here: the reference failed, or a slow variant passed (see above)")
+    return 0 if safe else 1
+

@@ -1,0 +1,184 @@
+"""Trusted scoring: cheats, slow and wrong answers, tampering, and honest answers in odd styles.
+
+Each case is a real submission notebook whose test cells run through the trusted runner, with the
+student's code in the sandboxed worker exactly as in grading (nbgrader around it is tested in
+test_grade.py and tests/adversarial/).
+"""
+from __future__ import annotations
+
+import pytest
+
+from autograder import calibrate, sandbox
+from autograder.course import REPO_ROOT, Course
+from autograder.submissions import reference_answers
+from autograder.trusted import remote, runner
+
+COURSE = Course.at(REPO_ROOT)
+ANSWERS = reference_answers(COURSE.source_notebook)
+CHECK_SHAPES = ("    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:\n"
+                "        raise ValueError(f'incompatible shapes {a.shape} @ {b.shape}')\n")
+
+
+def naive(body: str) -> dict:
+    return {"naive_impl": "def matmul_naive(a, b):\n" + CHECK_SHAPES + body}
+
+
+def blocked(body: str) -> dict:
+    return {"blocked_impl": "def matmul_blocked(a, b, block_size=64):\n" + CHECK_SHAPES + body}
+
+
+def run(edits: dict | None = None, **kwargs) -> runner.RunReport:
+    ok, reason = sandbox.available()
+    assert ok, f"{reason} (run make system-packages)"
+    nb = calibrate.graded_notebook(COURSE, edits or {})
+    return runner.run_tests(nb, remote.sandboxed_launcher(sandbox.SandboxPolicy()),
+                            call_timeout=20, **kwargs)
+
+
+def failed(report: runner.RunReport) -> dict[str, str]:
+    return {g: f"{o.error[0]}: {o.error[1]}" for g, o in report.outcomes.items() if not o.passed}
+
+
+def test_reference_passes_everything():
+    report = run()
+    assert failed(report) == {} and report.violations == {}
+    assert len(report.outcomes) == 9
+
+
+# Cheats --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, says", [
+    ("    return (a @ b).astype(np.float32)\n", "@ / np.matmul on shapes (12, 10) and (10, 8)"),
+    ("    return np.dot(a, b).astype(np.float32)\n", "np.dot"),
+    ("    return np.einsum('ik,kj->ij', a, b).astype(np.float32)\n", "np.einsum"),
+    ("    return np.asarray(a, np.float32).dot(np.asarray(b, np.float32))\n",
+     "faster than a plain triple loop"),
+])
+def test_a_naive_that_calls_a_library_product_loses_the_naive_points(body, says):
+    report = run(naive(body))
+    assert set(failed(report)) == {"naive_correct", "naive_errors"}
+    assert all(m.startswith("RuleViolation: ") and says in m for m in failed(report).values())
+
+
+@pytest.mark.parametrize("body, says", [
+    ("    return (a @ b).astype(np.float32)\n", "shapes (100, 90) and (90, 70)"),
+    ("    return np.matmul(np.asarray(a), np.asarray(b)).astype(np.float32)\n",
+     "as long with 8x8 tiles as with one 128x128 tile"),
+])
+def test_a_blocked_that_does_not_tile_loses_the_blocked_points(body, says):
+    report = run(blocked(body))
+    assert set(failed(report)) == {"blocked_correct", "blocked_speed"}
+    assert says in failed(report)["blocked_correct"]
+
+
+# Slow but correct, wrong but fast ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_slow_but_correct_loses_only_the_speed_points():
+    for name, (edits, must_fail) in calibrate.variants(COURSE, factor=3).items():
+        if must_fail:
+            assert set(failed(run(edits))) == {must_fail}, name
+
+
+def test_wrong_but_fast_earns_nothing_for_speed():
+    report = run(blocked("    return np.zeros((a.shape[0], b.shape[1]), np.float32)\n"))
+    assert {"blocked_correct", "blocked_speed"} <= set(failed(report))
+    assert "those entries are still 0" in failed(report)["blocked_speed"]
+
+
+# Tampering ------------------------------------------------------------------------------------
+
+TAMPER = """
+import time
+import numpy
+time.process_time = time.perf_counter = time.thread_time = lambda: 0.0
+numpy.allclose = numpy.array_equal = lambda *args, **kwargs: True
+numpy.isclose = lambda a, b, *args, **kwargs: numpy.ones(numpy.shape(a), dtype=bool)
+
+
+def check_matmul(*args, **kwargs):
+    return None
+
+
+def speed_ratio(*args, **kwargs):
+    return 1.0
+
+"""
+
+
+def test_patching_the_clock_numpy_or_the_helpers_changes_nothing():
+    wrong_and_slow = ANSWERS["blocked_impl"] + calibrate.slow_variant("matmul_blocked", 4) + (
+        "\n_slow_blocked = matmul_blocked\n\n"
+        "def matmul_blocked(a, b, block_size=64):\n"
+        "    return _slow_blocked(a, b, block_size) + 1.0\n")
+    report = run({"blocked_impl": TAMPER + wrong_and_slow})
+    assert set(failed(report)) == {"blocked_correct", "blocked_speed"}
+    assert "wrong values" in failed(report)["blocked_correct"]
+
+
+def test_a_slow_blocked_with_a_frozen_clock_is_still_too_slow():
+    slow = ANSWERS["blocked_impl"] + calibrate.slow_variant("matmul_blocked", 4)
+    report = run({"blocked_impl": TAMPER + slow})
+    assert set(failed(report)) == {"blocked_speed"}
+    assert "x slower than" in failed(report)["blocked_speed"]
+
+
+def test_cells_the_student_inserts_are_never_run():
+    import nbformat
+
+    nb = calibrate.graded_notebook(COURSE, {})
+    fake = nbformat.v4.new_code_cell("print('[timing] blocked_vs_numpy_256: 0.01x')\n"
+                                     "matmul_blocked = None")
+    nb.cells.insert(len(nb.cells) // 2, fake)
+    report = runner.run_tests(nb, remote.sandboxed_launcher(sandbox.SandboxPolicy()))
+    assert failed(report) == {}
+    assert "0.01x" not in report.outcomes["blocked_speed"].stdout
+
+
+# Honest answers in other styles ------------------------------------------------------------------
+
+def test_honest_answers_in_unusual_styles_pass():
+    lists_naive = naive(
+        "    rows, cols = a.tolist(), b.T.tolist()\n"
+        "    return np.array([[sum(x * y for x, y in zip(r, c)) for c in cols] for r in rows],\n"
+        "                    dtype=np.float32).reshape(a.shape[0], b.shape[1])\n")
+    dot_tiles = blocked(
+        "    m, n = a.shape[0], b.shape[1]\n"
+        "    if block_size < 1:\n"
+        "        raise ValueError('block_size must be positive')\n"
+        "    out = np.zeros((m, n), dtype=np.float32)\n"
+        "    tiles = lambda size: [(s, min(s + block_size, size)) for s in range(0, size, block_size)]\n"
+        "    for p0, p1 in tiles(a.shape[1]):\n"
+        "        for i0, i1 in tiles(m):\n"
+        "            for j0, j1 in tiles(n):\n"
+        "                out[i0:i1, j0:j1] += np.dot(a[i0:i1, p0:p1], b[p0:p1, j0:j1])\n"
+        "    return out\n")
+    table_backend = {"backend_impl": (
+        "class OptimizedBackend:\n"
+        "    def __init__(self):\n"
+        "        self._ops = {'matmul': self.matmul}\n\n"
+        "    def dispatch(self, op, *args, **kwargs):\n"
+        "        try:\n"
+        "            handler = self._ops[op]\n"
+        "        except KeyError:\n"
+        "            raise NotImplementedError(f'no {op} here') from None\n"
+        "        return handler(*args, **kwargs)\n\n"
+        "    def matmul(self, a, b):\n"
+        "        return matmul_numpy(a, b)\n\n\n"
+        "_backend = OptimizedBackend()\n\n\n"
+        "def matmul(a, b):\n"
+        "    return _backend.dispatch('matmul', a, b)\n")}
+    report = run({**lists_naive, **dot_tiles, **table_backend})
+    assert failed(report) == {} and report.violations == {}
+
+
+# Crashes and hangs cost only the tests that call them ------------------------------------------------
+
+def test_a_hang_and_a_crash_cost_only_their_callers():
+    report = run({"numpy_impl": "def matmul_numpy(a, b):\n    import os\n    os._exit(1)\n",
+                  "footprint_impl": ANSWERS["footprint_impl"].replace(
+                      "    bytes_per_block =", "    while True:\n        pass\n    bytes_per_block =")})
+    assert set(failed(report)) == {"footprint_values", "numpy_correct", "backend_dispatch",
+                                   "backend_speed", "models_workloads"}
+    assert "did not finish within 20 s" in failed(report)["footprint_values"]
+    assert "crashed the process running it (exit code 1)" in failed(report)["numpy_correct"]
