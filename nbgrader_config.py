@@ -19,6 +19,7 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # Autograding: the student's notebook runs in a sandboxed kernel, minus the graded test cells,
 # which TrustedTests runs in the grader's own process against the student's code in a sandboxed
 # worker; nbgrader then scores the cells from those outputs as usual.
+from autograder.preprocessors.cap_outputs import CapOutputs  # noqa: E402
 from autograder.preprocessors.sandboxed_execute import SandboxedExecute  # noqa: E402
 from autograder.preprocessors.trusted_tests import TrustedTests  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
@@ -27,7 +28,7 @@ from nbgrader.preprocessors import (  # noqa: E402
 
 c.Autograde.autograde_preprocessors = [
     SandboxedExecute, TrustedTests, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-    SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+    CapOutputs, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
 ]
 
 # The kernel only runs the student's own cells and the demos (a hung one is interrupted so the
