@@ -82,7 +82,7 @@ import nbformat
 from .collect import read_roster
 from .course import Course
 from .grade import fingerprint, read_record
-from .results import StudentResult, load_cohort, part_of
+from .results import StudentResult, format_points, load_cohort, part_of
 
 CANVAS, MOODLE, PLAIN = "canvas", "moodle", "csv"
 FORMATS = (CANVAS, MOODLE, PLAIN)
@@ -361,14 +361,6 @@ def load(course: Course) -> Cohort:
 # ------------------------------------------------------------------------------------------------
 # formatting
 # ------------------------------------------------------------------------------------------------
-def format_number(value: float | None) -> str:
-    """`72.5`, `80`, `0.3`: at most four decimals, no trailing zeros, empty for None."""
-    if value is None:
-        return ""
-    text = f"{round(float(value), 4):.4f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
 def check_canvas_header(header: str) -> str | None:
     """Raise when Canvas would not read `header` as an assignment; return a note when it has no id."""
     if not header.strip():
@@ -411,9 +403,9 @@ def _csv_text(rows: list[list[str]]) -> str:
 def render_canvas(cohort: Cohort, assignment: str) -> str:
     _check_ids(cohort, CANVAS, "Canvas user ids (numbers)")
     rows = [[*CANVAS_STUDENT_COLUMNS, assignment],
-            [CANVAS_POINTS_POSSIBLE, "", "", "", "", format_number(cohort.max_score)]]
+            [CANVAS_POINTS_POSSIBLE, "", "", "", "", format_points(cohort.max_score)]]
     for e in cohort.entries:
-        rows.append([e.sortable_name, e.student, "", "", "", format_number(e.total)])
+        rows.append([e.sortable_name, e.student, "", "", "", format_points(e.total)])
     return _csv_text(rows)
 
 
@@ -436,11 +428,11 @@ def _submission_time(timestamp: str) -> str:
 def render_moodle(cohort: Cohort, now: datetime) -> str:
     _check_ids(cohort, MOODLE, "Moodle participant ids (numbers)")
     modified = _moodle_time(now)
-    maximum = format_number(cohort.max_score)
+    maximum = format_points(cohort.max_score)
     rows = [list(MOODLE_COLUMNS)]
     for e in cohort.entries:
         rows.append([f"{MOODLE_PARTICIPANT}{e.student}", e.full_name, e.result.email, e.status_text,
-                     format_number(e.total), maximum, "Yes", _submission_time(e.result.timestamp),
+                     format_points(e.total), maximum, "Yes", _submission_time(e.result.timestamp),
                      modified])
     return _csv_text(rows)
 
@@ -451,10 +443,10 @@ def render_plain(cohort: Cohort) -> str:
     for e in cohort.entries:
         penalty = e.result.late_penalty if e.in_gradebook else None
         rows.append([e.student, e.full_name, e.result.status,
-                     *(format_number(e.part_score(p)) for p in parts),
-                     format_number(e.auto_total), format_number(e.written_total),
-                     format_number(penalty), format_number(e.total),
-                     format_number(cohort.max_score)])
+                     *(format_points(e.part_score(p)) for p in parts),
+                     format_points(e.auto_total), format_points(e.written_total),
+                     format_points(penalty), format_points(e.total),
+                     format_points(cohort.max_score)])
     return _csv_text(rows)
 
 

@@ -15,7 +15,7 @@ import datetime
 from pathlib import Path
 
 from .course import Course
-from .results import PART_TITLES, StudentResult, load_cohort
+from .results import PART_TITLES, StudentResult, format_points, load_cohort
 
 ASSIGNMENT_TITLE = "Hardware acceleration: from triple loops to a fast-path backend"
 TIMING_TITLES = {
@@ -25,11 +25,6 @@ TIMING_TITLES = {
     "backend_overhead_128": "matmul time ÷ matmul_numpy time, 128×128",
     "backend_overhead_64": "matmul time ÷ matmul_numpy time, 64×64",
 }
-
-
-def format_points(value: float) -> str:
-    """72.5 -> '72.5', 80.0 -> '80': no float noise in what people read."""
-    return f"{round(value, 2):g}"
 
 
 def _template():

@@ -31,6 +31,14 @@ PART_TITLES = {
 MAX_MESSAGE = 600
 
 
+def format_points(value: float | None) -> str:
+    """`72.5`, `80`, `0.3`: at most four decimals, no trailing zeros; empty for None."""
+    if value is None:
+        return ""
+    text = f"{round(float(value), 4):.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 def part_of(grade_id: str) -> str:
     """Grade ids start with the part they check: `blocked_speed` belongs to `blocked`."""
     return grade_id.split("_", 1)[0]

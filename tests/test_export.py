@@ -13,7 +13,7 @@ import pytest
 from autograder import export as ex
 from autograder.cli import main
 from autograder.course import Course
-from autograder.results import load_cohort
+from autograder.results import format_points, load_cohort
 
 PARTS = ["naive", "blocked", "footprint", "numpy", "backend", "models", "question"]
 PLAIN_HEADER = ["student_id", "name", "status", *PARTS,
@@ -44,7 +44,7 @@ def known_total(course: Course, student: str) -> float:
 
 
 def number(value: float) -> str:
-    return ex.format_number(value)
+    return format_points(value)
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -284,7 +284,7 @@ def test_an_existing_file_is_replaced_whole(graded_course, tmp_path):
     (0.0, "0"), (100, "100"), (None, ""), (12.50004, "12.5"),
 ])
 def test_numbers_have_no_float_noise(value, text):
-    assert ex.format_number(value) == text
+    assert format_points(value) == text
 
 
 # ------------------------------------------------------------------------------------------------
