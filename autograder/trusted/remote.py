@@ -15,6 +15,7 @@ import builtins
 import contextlib
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,6 +166,9 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.proc.wait()
+        scratch = getattr(self.proc, "scratch_dir", None)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
         self.proc = None
 
     def __enter__(self) -> "Worker":
@@ -321,8 +325,10 @@ def sandboxed_launcher(policy) -> Launcher:
             readonly_paths=(*policy.readonly_paths, str(PACKAGE_PARENT / "autograder")),
             env={**policy.env, **{k: v for k, v in env.items() if k not in ("PATH", "HOME")}})
         sandbox.grant_access(workdir, worker_policy)
-        return subprocess.Popen(sandbox.command(argv, worker_policy), stdin=subprocess.PIPE,
+        proc = subprocess.Popen(sandbox.command(argv, worker_policy), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
+        proc.scratch_dir = workdir  # removed by Worker.close
+        return proc
 
     return launch
