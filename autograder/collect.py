@@ -50,8 +50,9 @@ import warnings
 import zipfile
 import zlib
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Iterator
 
@@ -133,6 +134,7 @@ class CollectReport:
     lms: str
     imported: list[Imported] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    due: datetime | None = None     # the assignment's due date in the gradebook, if set
 
     def students(self, status: str | None = None) -> list[str]:
         return [i.student for i in self.imported if status is None or i.status == status]
@@ -154,10 +156,14 @@ class CollectReport:
             lines += ["", "Not imported:", *_table(("file", "reason"), rows)]
         if self.lms in (CANVAS, MOODLE) and self.imported:
             note = (f"{LMS_LABELS[self.lms]} downloads carry no submission times (the zip is stamped "
-                    "when it is built), so no timestamp.txt was written and nbgrader applies no late "
-                    "penalty to these students.")
-            if self.lms == CANVAS:
-                note += f" Canvas's LATE marks are kept in {_COLLECTED}/roster.csv."
+                    "when it is built), so work on time gets no timestamp.txt.")
+            if self.lms == CANVAS and self.due is not None:
+                note += (" Work Canvas marks LATE is stamped one second after the due date "
+                         f"({_format_time(self.due)}), so nbgrader's late policy applies to it.")
+            elif self.lms == CANVAS:
+                note += (" The assignment has no due date in the gradebook, so Canvas's LATE marks "
+                         f"are only kept in {_COLLECTED}/roster.csv: set one (nbgrader db assignment "
+                         "add acceleration --duedate=...) and collect again to apply them.")
             lines += ["", note]
         replaced = self.students(REPLACED)
         if replaced:
@@ -603,6 +609,16 @@ def _gradebook(course: Course) -> Iterator["Gradebook"]:
         gb.close()
 
 
+def _due_date(gb: "Gradebook", assignment: str) -> datetime | None:
+    from nbgrader.api import MissingEntry
+
+    try:
+        due = gb.find_assignment(assignment).duedate
+    except MissingEntry:
+        return None
+    return None if due is None else _utc(due)
+
+
 def _record_students(gb: "Gradebook", candidates: list[_Candidate], where: Path) -> None:
     """Create every student seen in the input in nbgrader's gradebook, with the LMS's name for them.
 
@@ -706,6 +722,13 @@ def collect(course: Course, path: str | Path, lms: str = "auto") -> CollectRepor
     display = {c.student: c.display for c in candidates}
 
     with _gradebook(course) as gb:
+        report.due = _due_date(gb, course.assignment)
+        if report.due is not None:
+            # Canvas marks late work but gives no time: one second past the due date is the
+            # earliest time it can have been handed in, and makes nbgrader's late policy apply.
+            late_stamp = report.due + timedelta(seconds=1)
+            chosen = [dataclasses.replace(c, timestamp=late_stamp)
+                      if c.late and c.timestamp is None else c for c in chosen]
         (course.root / _COLLECTED).mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=course.root / _COLLECTED))
         try:

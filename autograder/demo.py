@@ -20,6 +20,7 @@ from .submissions import PARTS, fill
 DEMO_ZIP = REPO_ROOT / "demo" / "canvas-submissions.zip"
 MARKER = ".acceleration-demo"
 ZIP_TIME = (2026, 11, 20, 14, 3, 0)
+DUE_DATE = "2026-11-20 12:00:00 UTC"
 # Canvas names each file <sortable name>[_LATE]_<user id>_<attachment id>_<uploaded name>.
 DEMO_STUDENTS = [
     ("lovelaceada", "1001", "", PARTS),                                # complete
@@ -82,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         ("report", ["report", "-o", str(course.root / "reports")]),
     ]
     for title, argv in steps:
+        if title == "collect":  # a due date, so that the LATE mark of student 1004 counts
+            print(f"\n== due date: nbgrader db assignment add {course.assignment} "
+                  f"--duedate='{DUE_DATE}'", flush=True)
+            course.nbgrader("db", "assignment", "add", course.assignment, f"--duedate={DUE_DATE}")
         print(f"\n== {title}: python -m autograder {' '.join(argv)}", flush=True)
         code = main(root + argv)
         if code not in (0,):

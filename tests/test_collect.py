@@ -7,7 +7,7 @@ import os
 import shutil
 import sqlite3
 import zipfile
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -143,6 +143,25 @@ def test_canvas_download(course):
     table = report.format_table()
     assert "3 imported (3 new, 0 replaced, 0 unchanged), 5 rejected" in table
     assert "LATE" in table and "leejin_10235_7740171_acceleration_final.ipynb" in table
+
+
+def test_canvas_late_marks_meet_the_due_date(course):
+    """With a due date in the gradebook, work Canvas marks LATE gets a time nbgrader counts as late."""
+    from nbgrader.api import Gradebook
+
+    due = datetime(2026, 11, 20, 12, 0, 0, tzinfo=timezone.utc)
+    with Gradebook(course.db_url) as gb:
+        gb.update_or_create_assignment(course.assignment, duedate=due.replace(tzinfo=None))
+    report = collect(course, CANVAS_ZIP)
+    assert {i.student: i.timestamp for i in report.imported} == {
+        "10231": None, "10232": due + timedelta(seconds=1), "10233": None}
+    stamp = (course.submitted_dir("10232") / "timestamp.txt").read_text().strip()
+    assert stamp == "2026-11-20 12:00:01.000000 UTC"
+    assert not (course.submitted_dir("10231") / "timestamp.txt").exists()
+    assert "stamped one second after the due date" in report.format_table()
+    from nbgrader.utils import parse_utc  # how nbgrader reads timestamp.txt
+
+    assert parse_utc(stamp) == (due + timedelta(seconds=1)).replace(tzinfo=None)
 
 
 def test_canvas_anonymous_and_identical_copies(course, tmp_path):

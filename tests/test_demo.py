@@ -29,8 +29,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"report:   {folder / 'reports' / 'index.html'}" in out
     with open(folder / "grades.csv", newline="", encoding="utf-8") as f:
-        autograded = {row["student_id"]: row["auto_total"] for row in csv.DictReader(f)}
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    autograded = {student: row["auto_total"] for student, row in rows.items()}
     assert autograded == {"1001": "80", "1002": "28", "1003": "0", "1004": "80"}
+    # 1004's download is marked LATE; the demo's late policy (nbgrader's "zero") applies to it.
+    assert (rows["1004"]["late_penalty"], rows["1004"]["total"]) == ("80", "0")
+    assert rows["1001"]["late_penalty"] in ("", "0")
     for student in autograded:
         assert (folder / "feedback" / student / "acceleration" / "acceleration.html").is_file()
     assert (folder / "grades-canvas.csv").is_file()
