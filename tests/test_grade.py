@@ -163,3 +163,20 @@ def test_killed_grader_resumes_without_regrading_or_losing_anything(course):
     (student, finished_at), = done.items()
     assert read_record(course, student).finished_at == finished_at
     assert _scores(course) == {s: 80 for s in students}
+
+
+def test_grading_refuses_to_run_unsandboxed_unless_told(graded_course, tmp_path):
+    """With bubblewrap unusable (hidden in a private mount namespace), grade says so and stops."""
+    course = _copy(graded_course, tmp_path / "course")
+    hide_bwrap = ["unshare", "--mount", "sh", "-c",
+                  'mount --bind /dev/null "$(command -v bwrap)" && exec "$@"', "sh"]
+    cmd = [*hide_bwrap, sys.executable, "-m", "autograder", "--course", str(course.root),
+           "grade", "--quiet", "--force", "1003"]
+    refused = subprocess.run(cmd, cwd=REPO_ROOT, env=tool_environment(), text=True,
+                             capture_output=True)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "cannot grade safely" in refused.stderr and "--no-sandbox" in refused.stderr
+    allowed = subprocess.run([*cmd, "--no-sandbox"], cwd=REPO_ROOT, env=tool_environment(),
+                             text=True, capture_output=True)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "graded  1003" in allowed.stdout
