@@ -7,7 +7,7 @@ READY  := $(VENV)/.installed
 DEBIAN_PACKAGES := bubblewrap chromium chromium-driver
 DEMO   := build/demo
 
-.PHONY: help demo test test-fast release system-packages formgrader bench clean
+.PHONY: help demo test test-fast release system-packages formgrader calibrate bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -46,8 +46,12 @@ release: $(READY)  ## regenerate release/ from source/ (commit the result)
 formgrader: $(READY)  ## start Jupyter Lab in the course root for nbgrader's formgrader (hand grading)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --no-browser --ServerApp.root_dir="$(CURDIR)"
 
-bench: $(READY)  ## print the grading-throughput and timing-noise figures
+calibrate: $(READY)  ## check the timing limits on this machine (reference vs 3x-slow variants)
+	$(PY) -m autograder calibrate
+
+bench: $(READY) system-packages  ## print the grading-throughput and timing-noise figures (slow)
 	$(PY) bench/grading_throughput.py
+	$(PY) bench/timing_noise.py
 
 clean:  ## remove the venv and all grading state of the demo
 	rm -rf $(VENV) build
