@@ -92,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
         if code not in (0,):
             print(f"demo stopped: `{title}` exited with {code}")
             return code
+    from .results import format_points, load_cohort
+
+    print("\nScores (written answers still to be graded in formgrader):")
+    print(f"  {'student':<8} {'autograded':>10} {'late penalty':>13} {'total':>6}")
+    for r in load_cohort(course):
+        print(f"  {r.student:<8} {format_points(r.auto_score):>7}/{format_points(r.auto_max):<2} "
+              f"{format_points(r.late_penalty):>13} {format_points(r.score):>6}")
     print(f"\nDemo course: {course.root}")
     print(f"  grades:   {course.root / 'grades.csv'} (Canvas import: grades-canvas.csv)")
     print(f"  feedback: {course.root / 'feedback'}/<student>/acceleration/acceleration.html")
