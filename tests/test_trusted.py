@@ -123,6 +123,20 @@ def test_a_slow_blocked_with_a_frozen_clock_is_still_too_slow():
     assert "x slower than" in failed(report)["blocked_speed"]
 
 
+def test_names_the_student_defines_cannot_shadow_builtins_or_helpers():
+    shadows = ("def isinstance(*args, **kwargs):\n    return True\n\n\n"
+               "def all(*args, **kwargs):\n    return True\n\n\n"
+               "def print(*args, **kwargs):\n    return None\n\n\n"
+               "random_matrix = None\n\n\n")
+    wrong = ANSWERS["footprint_impl"].replace("TILES_IN_FLIGHT * bytes_per_block",
+                                              "2 * bytes_per_block")
+    report = run({"footprint_impl": shadows + wrong})
+    assert set(failed(report)) == {"footprint_values"}
+    assert "three tiles of 16384 bytes are 49152 bytes" in failed(report)["footprint_values"]
+    # The helpers still print with the grader's own print().
+    assert "[timing] blocked_vs_numpy_256" in report.outcomes["blocked_speed"].stdout
+
+
 def test_cells_the_student_inserts_are_never_run():
     import nbformat
 

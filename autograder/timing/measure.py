@@ -27,10 +27,18 @@ def local_sampler(fn: Callable, args: tuple = (), kwargs: Mapping | None = None,
     return sample
 
 
+class ClockError(RuntimeError):
+    """A sampler's clock did not advance: nothing can be timed with it."""
+
+
 def calls_per_sample(sampler: Sampler, min_sample: float, max_calls: int = 1 << 20) -> int:
     """The number of calls whose sample lasts at least `min_sample` seconds (powers of 4)."""
     calls = 1
-    while calls < max_calls and sampler(calls) < min_sample:
+    while (elapsed := sampler(calls)) < min_sample:
+        if calls >= max_calls:
+            if elapsed <= 0:
+                raise ClockError(f"{calls} calls took no measurable time: the clock is not running")
+            break
         calls *= 4
     return calls
 

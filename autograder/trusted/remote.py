@@ -80,6 +80,9 @@ def process_tree_cpu_seconds(pid: int) -> float:
     /proc/<pid>/task/<tid>/schedstat counts nanoseconds on CPU per thread: a clock the process
     itself cannot change, unlike anything it could report.
     """
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/schedstat"):
+        raise OSError(f"no CPU clock for process {pid}: /proc/<pid>/task/<tid>/schedstat is "
+                      "missing (a kernel without CONFIG_SCHED_INFO?)")
     total, stack, seen = 0, [pid], set()
     while stack:
         current = stack.pop()

@@ -12,6 +12,7 @@ The helpers that need to reach into the worker are replaced here by versions tha
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import time
@@ -166,9 +167,13 @@ def run_tests(nb, launcher: remote.Launcher = remote.local_launcher, call_timeou
         if setup is not None:
             with contextlib.redirect_stdout(io.StringIO()):
                 exec(compile(setup["source"], "<setup>", "exec"), namespace)
+        # Only the student's own new names are bound, never over the given helpers or Python's
+        # builtins: the worker's list of names is as untrusted as the rest of what it says.
+        protected = set(namespace) | set(dir(builtins))
         for name, info in loaded.names.items():
-            namespace[name] = info["value"] if info["kind"] == "value" else \
-                worker.proxy_for(name, info["kind"])
+            if name.isidentifier() and name not in protected:
+                namespace[name] = info["value"] if info["kind"] == "value" else \
+                    worker.proxy_for(name, info["kind"])
         helpers = TrustedHelpers(worker)
         namespace.update(speed_ratio=helpers.speed_ratio, dispatched_ops=helpers.dispatched_ops)
         if rules:
