@@ -374,27 +374,6 @@ def _kill_children() -> None:
                     os.kill(pid, signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def live_report():
-    """Yield a list that receives run_tests' report as soon as it exists, to read while it fills.
-
-    The watchdog reports the cells graded before the budget ran out from it.
-    """
-    reports: list = []
-    original = runner.RunReport
-
-    class LiveReport(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            reports.append(self)
-
-    runner.RunReport = LiveReport
-    try:
-        yield reports
-    finally:
-        runner.RunReport = original
-
-
 # ------------------------------------------------------------------------------------------------
 # results.json
 # ------------------------------------------------------------------------------------------------
@@ -531,7 +510,7 @@ class Grading:
         self.template = None
         self.graded: list[GradedCell] = []
         self.answers: tuple[float, list] | None = None
-        self.reports: list = []
+        self.report = runner.RunReport()  # filled by run_tests, read by the watchdog
 
     def configure(self) -> None:
         config_path = self.source / TEMPLATE_DIR / CONFIG_FILE
@@ -546,7 +525,7 @@ class Grading:
         return time.monotonic() - self.started
 
     def outcomes(self) -> dict:
-        return dict(self.reports[-1].outcomes) if self.reports else {}
+        return dict(self.report.outcomes)
 
     def write(self, summary: list[str], missing: str) -> bool:
         return self.results.write(results_json(self.graded, self.outcomes(), summary,
@@ -597,8 +576,8 @@ class Grading:
         timer.daemon = True
         timer.start()
         try:
-            with live_report() as self.reports:
-                report = runner.run_tests(grading.nb, launcher, self.time_limit)
+            report = runner.run_tests(grading.nb, launcher, self.time_limit,
+                                      report=self.report)
         finally:
             timer.cancel()
         for grade_id, outcome in report.outcomes.items():

@@ -143,17 +143,19 @@ class TrustedHelpers:
 
 
 def run_tests(nb, launcher: remote.Launcher = remote.local_launcher, call_timeout: float = 60.0,
-              only: set[str] | None = None, rules: bool = True) -> RunReport:
+              only: set[str] | None = None, rules: bool = True,
+              report: RunReport | None = None) -> RunReport:
     """Outcome of every graded test cell of `nb` (a notebook dict, as nbgrader restored it).
 
     `only` restricts the run to those grade ids; `rules=False` skips the integrity rules (for
-    measuring timing verdicts alone).
+    measuring timing verdicts alone). Pass a `report` to read the outcomes while they come in
+    (from another thread, e.g. a watchdog).
     """
     cells = nb["cells"]
     setup = next((c for c in cells if _meta(c).get("grade_id") == SETUP_CELL), None)
     code = ([(SETUP_CELL, setup["source"], False)] if setup else []) + [
         (_meta(c)["grade_id"], c["source"], True) for c in cells if is_implementation_cell(c)]
-    report = RunReport()
+    report = report if report is not None else RunReport()
     with remote.Worker(code, launcher=launcher, call_timeout=call_timeout) as worker:
         try:
             loaded = worker.start()
