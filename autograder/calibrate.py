@@ -72,14 +72,24 @@ class VariantRun:
         return self.failures.get(self.must_fail, 0) == self.trials
 
 
+def grading_launcher():
+    """Student code where grading puts it: in the sandbox, when this machine has one."""
+    from . import sandbox
+    from .trusted import remote
+
+    ok, _ = sandbox.available()
+    return remote.sandboxed_launcher(sandbox.SandboxPolicy(max_processes=1)) if ok \
+        else remote.local_launcher
+
+
 def run_variant(name: str, nb, must_fail: str, trials: int, launcher=None,
                 progress=None) -> VariantRun:
     from .trusted import remote, runner
 
     run = VariantRun(name, must_fail)
+    launcher = launcher or grading_launcher()
     for _ in range(trials):
-        report = runner.run_tests(nb, launcher or remote.local_launcher, only=TIMING_CELLS,
-                                  rules=False)
+        report = runner.run_tests(nb, launcher, only=TIMING_CELLS, rules=False)
         run.trials += 1
         for grade_id, outcome in report.outcomes.items():
             run.failures[grade_id] = run.failures.get(grade_id, 0) + (not outcome.passed)

@@ -202,13 +202,17 @@ class AutogradeWorker:
         return "failed", _failure_reason(reply["log"])
 
 
-SANDBOX_UID_BASE = 61000  # job N runs student code as uid 61000+N: process limits are per uid
+# Job N runs its kernel as uid 61000+2N and its worker as 61000+2N+1: process limits are per uid.
+SANDBOX_UID_BASE = 61000
 
 
 def _overrides(time_limit: float | None, sandboxed: bool, job: int) -> dict:
     """nbgrader config for one autograde worker."""
-    config: dict = {"SandboxedExecute": {"sandbox": sandboxed, "sandbox_uid": SANDBOX_UID_BASE + job},
-                    "TrustedTests": {"sandbox": sandboxed, "sandbox_uid": SANDBOX_UID_BASE + job}}
+    config: dict = {
+        "SandboxedExecute": {"sandbox": sandboxed, "sandbox_uid": SANDBOX_UID_BASE + 2 * job},
+        "TrustedTests": {"sandbox": sandboxed, "sandbox_uid": SANDBOX_UID_BASE + 2 * job + 1,
+                         "cpu": job % (os.cpu_count() or 1)},
+    }
     if time_limit:
         config["Execute"] = {"timeout": int(time_limit)}
         config["SandboxedExecute"]["timeout"] = int(time_limit)

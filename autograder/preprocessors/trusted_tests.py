@@ -19,17 +19,22 @@ class TrustedTests(NbGraderPreprocessor):
     call_timeout = Float(60.0, help="seconds one call of student code may take").tag(config=True)
     memory_bytes = Int(2 * 1024**3, help="address-space limit of the student's worker").tag(config=True)
     sandbox_uid = Int(65534, help="unprivileged uid (and gid) the worker runs as").tag(config=True)
+    cpu = Int(-1, help="the core tests and worker share while timing (-1: the lowest allowed)"
+              ).tag(config=True)
 
     def launcher(self) -> remote.Launcher:
         if not self.sandbox:
             return remote.local_launcher
         from ..sandbox import SandboxPolicy
 
+        # One process, no threads: no work can run outside the clock that times the worker.
         return remote.sandboxed_launcher(SandboxPolicy(
-            memory_bytes=self.memory_bytes, uid=self.sandbox_uid, gid=self.sandbox_uid))
+            memory_bytes=self.memory_bytes, uid=self.sandbox_uid, gid=self.sandbox_uid,
+            max_processes=1))
 
     def preprocess(self, nb, resources):
-        report = runner.run_tests(nb, self.launcher(), self.call_timeout)
+        report = runner.run_tests(nb, self.launcher(), self.call_timeout,
+                                  cpu=None if self.cpu < 0 else self.cpu)
         for cell in nb.cells:
             outcome = report.outcomes.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
             if outcome is not None and runner.is_test_cell(cell):

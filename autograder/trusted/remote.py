@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import os
 import queue
 import shutil
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -74,34 +76,35 @@ def local_launcher(argv: list[str], env: dict) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU time used so far by a process and all its descendants, read from the kernel.
+_libc = ctypes.CDLL(None, use_errno=True)
+WORKER_MODULE = "autograder.trusted.worker"
 
-    /proc/<pid>/task/<tid>/schedstat counts nanoseconds on CPU per thread: a clock the process
-    itself cannot change, unlike anything it could report.
+
+def process_cpu_clock(pid: int) -> int:
+    """The kernel's CPU-time clock of a whole process, for reading from outside it.
+
+    It counts every thread of the process, ended ones included, and is exact for a process that
+    is running at the moment it is read: a clock the process itself cannot stop or change.
     """
-    if not os.path.exists(f"/proc/{pid}/task/{pid}/schedstat"):
-        raise OSError(f"no CPU clock for process {pid}: /proc/<pid>/task/<tid>/schedstat is "
-                      "missing (a kernel without CONFIG_SCHED_INFO?)")
-    total, stack, seen = 0, [pid], set()
+    clock = ctypes.c_int()
+    err = _libc.clock_getcpuclockid(pid, ctypes.byref(clock))
+    if err:
+        raise OSError(err, f"no CPU-time clock for process {pid}: {os.strerror(err)}")
+    return clock.value
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, parents before children."""
+    found, stack = [], [pid]
     while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        task_dir = f"/proc/{current}/task"
-        try:
-            tids = os.listdir(task_dir)
-        except OSError:
-            continue
-        for tid in tids:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                with open(f"{task_dir}/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
+        current = stack.pop(0)
+        for task in os.listdir(f"/proc/{current}/task") if os.path.isdir(f"/proc/{current}") else []:
             with contextlib.suppress(OSError, ValueError):
-                with open(f"{task_dir}/{tid}/children") as f:
-                    stack.extend(int(child) for child in f.read().split())
-    return total / 1e9
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    children = [int(child) for child in f.read().split()]
+                found += children
+                stack += children
+    return found
 
 
 @dataclass
@@ -114,7 +117,7 @@ class Worker:
     """A worker process holding one submission's code; restarted on demand after a failure."""
 
     def __init__(self, cells: list[tuple[str, str, bool]], launcher: Launcher = local_launcher,
-                 call_timeout: float = 60.0, env: dict | None = None):
+                 call_timeout: float = 60.0, env: dict | None = None, cpu: int | None = None):
         self.cells = cells              # (grade id, source, written by the student?)
         self.launcher = launcher
         self.call_timeout = call_timeout
@@ -124,6 +127,8 @@ class Worker:
         self.load_report = LoadReport()
         self.broken: dict[str, StudentCodeError] = {}   # what hung or crashed, by target name
         self.starts = 0
+        self.cpu = cpu                  # the one core the worker runs on, if set
+        self._cpu_clock: int | None = None
 
     # process management ---------------------------------------------------------------------
     def _environment(self) -> dict:
@@ -137,7 +142,7 @@ class Worker:
     def start(self) -> LoadReport:
         self.close()
         self.starts += 1
-        argv = [sys.executable, "-m", "autograder.trusted.worker"]
+        argv = [sys.executable, "-m", WORKER_MODULE]
         self.proc = self.launcher(argv, self._environment())
         self.replies = queue.Queue()
         stdout, replies = self.proc.stdout, self.replies
@@ -153,6 +158,9 @@ class Worker:
         reply = self._request({"op": "load", "cells": [list(c) for c in self.cells]},
                               what="loading the notebook's code", timeout=max(30.0, self.call_timeout))
         self.load_report = LoadReport(reply["errors"], reply["names"])
+        if self.cpu is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(self._worker_pid(), {self.cpu})
         return self.load_report
 
     def ensure_started(self) -> None:
@@ -173,6 +181,7 @@ class Worker:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
         self.proc = None
+        self._cpu_clock = None
 
     def __enter__(self) -> "Worker":
         return self
@@ -180,10 +189,27 @@ class Worker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def pid(self) -> int:
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the process that runs the student's code, read from outside."""
         self.ensure_started()
-        return self.proc.pid
+        if self._cpu_clock is None:
+            self._cpu_clock = process_cpu_clock(self._worker_pid())
+        return time.clock_gettime(self._cpu_clock)
+
+    def _worker_pid(self) -> int:
+        """The worker's own pid: the launcher's process, or the deepest one below it running the
+        worker module (a sandbox's own processes carry the same command line in theirs)."""
+        found = None
+        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                if os.path.basename(argv[0]).startswith(b"python") and \
+                        WORKER_MODULE.encode() in argv:
+                    found = pid
+        if found is None:
+            raise StudentCodeCrashed("the worker", "its process could not be found")
+        return found
 
     # requests -------------------------------------------------------------------------------
     def _request(self, header: dict, arrays: list | None = None, what: str = "the call",

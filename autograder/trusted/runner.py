@@ -7,7 +7,7 @@ student's code does to its own process can make a test pass. Cells the student i
 run, and test cells come from the notebook as nbgrader restored them.
 
 The helpers that need to reach into the worker are replaced here by versions that do:
-`speed_ratio` times student code by the worker's CPU time as the kernel counts it, and
+`speed_ratio` times student code by the worker's CPU-time clock, read from outside it, and
 `dispatched_ops` records the backend's dispatches inside the worker.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -97,20 +98,46 @@ class TrustedHelpers:
         self.worker = worker
 
     def sampler(self, fn, args, kwargs=None) -> measure.Sampler:
+        """Seconds of CPU for `calls` calls of fn; for student code, the worker's.
+
+        For a matrix product (two float matrices first), every call sees a new a[0, 0], and the
+        last result of each sample is checked: a result remembered from an earlier call cannot
+        pass for a fast one.
+        """
         if not isinstance(fn, remote.RemoteValue):
             return measure.local_sampler(fn, args, kwargs)
         header, arrays = self.worker.encode_args(args, kwargs or {})
         stash = self.worker.request(dict(header, op="stash"), arrays, what="storing inputs")["stash"]
         label = fn._describe()
+        product = (len(args) >= 2 and all(isinstance(x, np.ndarray) and x.ndim == 2
+                                          for x in args[:2]) and args[0].dtype.kind == "f")
+        values = np.random.default_rng()
 
         def sample(calls: int) -> float:
-            pid = self.worker.pid
-            before = remote.process_tree_cpu_seconds(pid)
+            perturb = values.standard_normal(calls).tolist() if product else None
+            before = self.worker.cpu_seconds()
             self.worker.request({"op": "repeat", "target": fn._target, "stash": stash,
-                                 "calls": calls}, what=f"{label}(...)")
-            return remote.process_tree_cpu_seconds(pid) - before
+                                 "calls": calls, "perturb": perturb}, what=f"{label}(...)")
+            spent = self.worker.cpu_seconds() - before
+            if product:
+                self._check_last_product(label, args, perturb[-1])
+            return spent
 
         return sample
+
+    def _check_last_product(self, label: str, args, perturb: float) -> None:
+        a = np.array(args[0], dtype=np.float64)
+        a[0, 0] = np.float64(args[0].dtype.type(perturb))
+        b = np.asarray(args[1], dtype=np.float64)
+        digest = self.worker.request({"op": "last_digest"}, what=f"{label}(...)")
+        want_row, want_sum = a[0] @ b, float(a.sum(axis=0) @ b.sum(axis=1))
+        row = np.asarray(digest["row"], dtype=np.float64)
+        scale = 1e-2 * max(1.0, float(np.abs(want_row).max(initial=0)), abs(want_sum) / a.shape[0])
+        if row.shape != want_row.shape or not np.allclose(row, want_row, rtol=1e-3, atol=scale) \
+                or abs(digest["sum"] - want_sum) > 1e-3 * abs(want_sum) + scale * a.shape[0]:
+            raise AssertionError(
+                f"{label} returned a wrong result while it was being timed (its inputs change "
+                f"between calls; a result kept from an earlier call is wrong): no timing points")
 
     def speed_ratio(self, fn, reference, *args, rounds=15, min_sample=0.002):
         """Like the notebook's: CPU-time ratio fn / reference, interleaved; correctness first."""
@@ -144,19 +171,31 @@ class TrustedHelpers:
 
 def run_tests(nb, launcher: remote.Launcher = remote.local_launcher, call_timeout: float = 60.0,
               only: set[str] | None = None, rules: bool = True,
-              report: RunReport | None = None) -> RunReport:
+              report: RunReport | None = None, cpu: int | None = None) -> RunReport:
     """Outcome of every graded test cell of `nb` (a notebook dict, as nbgrader restored it).
 
     `only` restricts the run to those grade ids; `rules=False` skips the integrity rules (for
     measuring timing verdicts alone). Pass a `report` to read the outcomes while they come in
-    (from another thread, e.g. a watchdog).
+    (from another thread, e.g. a watchdog). The tests and the student's worker both run on one
+    core, `cpu` (default: the lowest this thread may use): a ratio of two CPU times taken on two
+    different cores of a virtual machine swung from 0.55x to 2x; on one core it holds steady.
     """
     cells = nb["cells"]
     setup = next((c for c in cells if _meta(c).get("grade_id") == SETUP_CELL), None)
     code = ([(SETUP_CELL, setup["source"], False)] if setup else []) + [
         (_meta(c)["grade_id"], c["source"], True) for c in cells if is_implementation_cell(c)]
     report = report if report is not None else RunReport()
-    with remote.Worker(code, launcher=launcher, call_timeout=call_timeout) as worker:
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed) if cpu is None else cpu
+    os.sched_setaffinity(0, {cpu})
+    try:
+        return _run(cells, setup, code, launcher, call_timeout, only, rules, report, cpu)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _run(cells, setup, code, launcher, call_timeout, only, rules, report, cpu) -> RunReport:
+    with remote.Worker(code, launcher=launcher, call_timeout=call_timeout, cpu=cpu) as worker:
         try:
             loaded = worker.start()
         except remote.StudentCodeError as exc:
