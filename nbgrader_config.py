@@ -20,12 +20,18 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # which TrustedTests runs in the grader's own process against the student's code in a sandboxed
 # worker; nbgrader then scores the cells from those outputs as usual.
 from autograder.preprocessors.cap_outputs import CapOutputs  # noqa: E402
+from autograder.preprocessors.forget_duplicates import ForgetDuplicates  # noqa: E402
 from autograder.preprocessors.sandboxed_execute import SandboxedExecute  # noqa: E402
 from autograder.preprocessors.trusted_tests import TrustedTests  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
-    AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades)
+    AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
+    LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput, DeduplicateIds, ForgetDuplicates, OverwriteKernelspec, OverwriteCells,
+    CheckCellMetadata,
+]
 c.Autograde.autograde_preprocessors = [
     SandboxedExecute, TrustedTests, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
     CapOutputs, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,

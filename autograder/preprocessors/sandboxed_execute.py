@@ -13,7 +13,7 @@ import tempfile
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
 from traitlets import Any, Bool, Int
 
@@ -44,14 +44,17 @@ class SandboxedExecute(Execute):
             return cell, resources
         try:
             return super().preprocess_cell(cell, resources, index)
-        except DeadKernelError:
-            # The student's code ended the kernel (os._exit, a crash, the memory limit). Its own
-            # later cells cannot run, but the tests are scored elsewhere: say so and go on.
+        except (DeadKernelError, CellTimeoutError) as exc:
+            # The student's code ended the kernel (os._exit, a crash, the memory limit) or kept
+            # it busy past the time limit and its interrupt. Its later cells cannot run, but the
+            # tests are scored elsewhere: say so here and go on.
             self._kernel_died = True
+            self.shutdown_kernel = "immediate"  # a busy kernel would make shutdown wait
+            what = "died" if isinstance(exc, DeadKernelError) else "did not stop when interrupted"
             cell.outputs.append(nbformat.from_dict({
-                "output_type": "error", "ename": "DeadKernelError",
-                "evalue": "the kernel died while running this cell; later cells were not run",
-                "traceback": ["DeadKernelError: the kernel died while running this cell"]}))
+                "output_type": "error", "ename": type(exc).__name__,
+                "evalue": f"the kernel {what} while running this cell; later cells were not run",
+                "traceback": [f"{type(exc).__name__}: the kernel {what} while running this cell"]}))
             return cell, resources
 
     def create_kernel_manager(self):

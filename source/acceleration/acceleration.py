@@ -34,7 +34,8 @@
 # cells: the asserts you can see are the ones you can run now; the grader adds hidden tests of the
 # same kind (other shapes, edge cases, timing against reference code). Timing tests compare speeds as
 # **ratios measured in the same run**, never absolute seconds, with NumPy limited to one thread, so a
-# busy laptop does not fail you. Do not rename the functions or change their signatures.
+# busy laptop does not fail you. Do not rename the functions or change their signatures, and do not
+# start threads or processes in them: the grader runs your code in a single-threaded sandbox.
 #
 # **Numbers in this notebook** were measured on a 2-core x86-64 grading machine with one BLAS
 # thread. Yours will differ; the ratios should not differ by much.

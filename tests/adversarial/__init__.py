@@ -1,0 +1,1 @@
+"""A corpus of hostile submissions, graded in one batch; see README.md in this folder."""
