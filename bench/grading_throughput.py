@@ -1,8 +1,10 @@
 """Grading throughput: `python -m autograder grade` against plain sequential `nbgrader autograde`.
 
-Both grade the same N reference submissions in two fresh copies of the course, one after the
-other in this run. Prints the wall time of each and their ratio (higher is better; on a 2-core
-machine the ceiling is about 2).
+All grade the same N reference submissions in fresh copies of the course, one after the other in
+this run: `nbgrader autograde` run once for all students with this course's configuration (the
+sandboxed kernel and trusted tests), the same with nbgrader's stock preprocessors (its own Execute,
+test cells run in the student's kernel), and `python -m autograder grade --jobs N`. Prints the wall
+time of each and the ratios (higher is better; on a 2-core machine the ceiling is about 2).
 
     .venv/bin/python bench/grading_throughput.py [--students 8] [--jobs 2]
 """
@@ -35,6 +37,20 @@ def prepared_course(root: Path, students: int) -> Course:
     return course
 
 
+STOCK_CONFIG = """
+# nbgrader's stock autograde preprocessors, for the baseline
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,
+    DeduplicateIds, Execute, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec,
+    SaveAutoGrades)
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec,
+                                      OverwriteCells, CheckCellMetadata]
+c.Autograde.autograde_preprocessors = [Execute, IgnorePattern, ClearMetadataPreprocessor,
+    LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+c.Execute.timeout = 180
+"""
+
+
 def timed(cmd: list[str], cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=tool_environment(), check=True,
@@ -49,14 +65,21 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         plain = prepared_course(Path(tmp) / "plain", args.students)
+        stock = prepared_course(Path(tmp) / "stock", args.students)
+        with open(stock.root / "nbgrader_config.py", "a") as config:
+            config.write(STOCK_CONFIG)
         ours = prepared_course(Path(tmp) / "ours", args.students)
         plain_s = timed([sys.executable, "-m", "nbgrader", "autograde", "acceleration"], plain.root)
+        stock_s = timed([sys.executable, "-m", "nbgrader", "autograde", "acceleration"], stock.root)
         ours_s = timed([sys.executable, "-m", "autograder", "--course", str(ours.root), "grade",
                         "--quiet", "--jobs", str(args.jobs)], REPO_ROOT)
-    print(f"submissions: {args.students}")
-    print(f"nbgrader autograde (sequential): {plain_s:7.1f} s  ({plain_s / args.students:.1f} s each)")
-    print(f"autograder grade --jobs {args.jobs}:      {ours_s:7.1f} s  ({ours_s / args.students:.1f} s each)")
-    print(f"throughput ratio: {plain_s / ours_s:.2f}x")
+    n = args.students
+    print(f"submissions: {n}")
+    print(f"nbgrader autograde, this course's config: {plain_s:7.1f} s  ({plain_s / n:.1f} s each)")
+    print(f"nbgrader autograde, stock preprocessors:  {stock_s:7.1f} s  ({stock_s / n:.1f} s each)")
+    print(f"autograder grade --jobs {args.jobs}:               {ours_s:7.1f} s  ({ours_s / n:.1f} s each)")
+    print(f"throughput ratio vs nbgrader with this config: {plain_s / ours_s:.2f}x")
+    print(f"throughput ratio vs stock nbgrader:            {stock_s / ours_s:.2f}x")
     return 0
 
 
