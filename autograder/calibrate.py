@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .course import Course
 from .results import TIMING_LINE, Timing
 from .submissions import fill, reference_answers
+from .timing import stats
 
 TIMING_CELLS = {"blocked_speed", "backend_speed"}
 
@@ -110,7 +111,7 @@ def describe(runs: list[VariantRun]) -> str:
             nums = [t.value for t in values]
             limit, kind = values[0].limit, values[0].kind
             worst = max(nums) if kind == "at most" else min(nums)
-            margin = (limit / worst) if kind == "at most" else (worst / limit)
+            margin = stats.margin(worst, limit, kind)
             lines.append(f"  {name:32s} min {min(nums):9.2f}  median {statistics.median(nums):9.2f}"
                          f"  max {max(nums):9.2f}  limit {kind} {limit:g}  "
                          f"worst-case margin {margin:.2f}x")

@@ -1,7 +1,6 @@
 """Pure statistics over timing samples (seconds per call). No clocks, no I/O."""
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 
 
@@ -18,11 +17,6 @@ def ratio(samples: Sequence[float], reference: Sequence[float]) -> float:
     if ref <= 0:
         raise ValueError("the reference took no measurable time")
     return best(samples) / ref
-
-
-def spread(samples: Sequence[float]) -> float:
-    """Median over minimum: 1.0 for a quiet measurement, larger the noisier it was."""
-    return statistics.median(samples) / best(samples)
 
 
 def margin(value: float, limit: float, kind: str) -> float:
