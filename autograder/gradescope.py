@@ -29,6 +29,7 @@ from pathlib import Path
 import nbformat
 
 from .course import NOTEBOOK, REPO_ROOT, Course, CourseError
+from .release import distinctive, region_lines
 
 TEMPLATE_DIR = "grading"
 CONFIG_FILE = "config.json"
@@ -209,27 +210,12 @@ def solution_lines(source: nbformat.NotebookNode) -> set[str]:
     A line that also occurs outside every solution (in a test, say) is no secret; very short ones
     are left out as they occur anywhere.
     """
-    inside, outside = [], []
-    for cell in source.cells:
-        lines = cell.source.splitlines()
-        if _nbgrader(cell).get("solution") and not any(SOLUTION_BEGIN in line for line in lines):
-            inside += lines
-            continue
-        within = False
-        for line in lines:
-            if SOLUTION_BEGIN in line:
-                within = True
-            elif SOLUTION_END in line:
-                within = False
-            else:
-                (inside if within else outside).append(line)
-    public = {_normal(line) for line in outside}
-    return {line for line in map(_normal, inside)
-            if len(line) >= MIN_SECRET_LINE and line not in public}
-
-
-def _normal(line: str) -> str:
-    return line.strip().lstrip("#- ").strip()
+    regions = region_lines(source, SOLUTION_BEGIN, SOLUTION_END, MIN_SECRET_LINE)
+    public = {distinctive(line) for cell in source.cells for line in cell.source.splitlines()
+              if not _nbgrader(cell).get("solution")}
+    answers = {distinctive(line) for cell in source.cells if _nbgrader(cell).get("solution")
+               and SOLUTION_BEGIN not in cell.source for line in cell.source.splitlines()}
+    return regions | {line for line in answers - public if len(line) >= MIN_SECRET_LINE}
 
 
 def _strings(value) -> list[str]:
@@ -248,7 +234,7 @@ def file_lines(name: str, data: bytes) -> set[str]:
     text = data.decode("utf-8", errors="replace")
     if name.endswith((".ipynb", ".json")):
         text = "\n".join(_strings(json.loads(text)))
-    return {_normal(line) for line in text.splitlines()}
+    return {distinctive(line) for line in text.splitlines()}
 
 
 def leaked_lines(files: dict[str, tuple[bytes, int]], secrets: set[str]) -> dict[str, list[str]]:

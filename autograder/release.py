@@ -129,3 +129,24 @@ def differing_files(a: Path, b: Path) -> list[str]:
     files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()} if b.is_dir() else set()
     return sorted(str(p) for p in files_a ^ files_b) + sorted(
         str(p) for p in files_a & files_b if (a / p).read_bytes() != (b / p).read_bytes())
+
+
+def distinctive(line: str) -> str:
+    """A line as leak checks compare it: no indentation, comment marks or list bullets."""
+    return line.strip().lstrip("#- ").strip()
+
+
+def region_lines(nb, begin: str, end: str, min_length: int = 16) -> set[str]:
+    """Lines found only between `begin` and `end` markers of the notebook (a solution, hidden
+    tests, a mark scheme), long enough not to occur anywhere by chance: what must not leak."""
+    inside, outside, within = [], [], False
+    for cell in nb.cells:
+        for line in cell.source.splitlines():
+            if begin in line:
+                within = True
+            elif end in line:
+                within = False
+            else:
+                (inside if within else outside).append(distinctive(line))
+    return {line for line in set(inside) - set(outside) if len(line) >= min_length}
+

@@ -32,25 +32,6 @@ def _release_nb():
     return nbformat.read(Course.at(REPO_ROOT).release_dir / "acceleration.ipynb", as_version=4)
 
 
-def _lines(text: str) -> set[str]:
-    return {line.strip().lstrip("#- ").strip() for line in text.splitlines()}
-
-
-def _region_lines(nb, begin: str, end: str) -> set[str]:
-    """Lines found only inside a region of the source, long enough not to occur by chance."""
-    inside_lines, outside_lines, inside = [], [], False
-    for cell in nb.cells:
-        for line in cell.source.splitlines():
-            if begin in line:
-                inside = True
-            elif end in line:
-                inside = False
-            else:
-                (inside_lines if inside else outside_lines).append(line)
-    secret = _lines("\n".join(inside_lines)) - _lines("\n".join(outside_lines))
-    return {line for line in secret if len(line) >= 16}
-
-
 def test_jupytext_pair_agrees():
     release.check_pairing(Course.at(REPO_ROOT))
 
@@ -88,11 +69,11 @@ def test_committed_release_equals_a_fresh_build(course):
 @pytest.mark.parametrize("region", REGIONS)
 def test_release_leaks_nothing(region):
     begin, end = REGIONS[region]
-    secret = _region_lines(_source_nb(), begin, end)
+    secret = release.region_lines(_source_nb(), begin, end)
     assert len(secret) >= 4, f"expected {region} regions in the source notebook"
     text = "\n".join(c.source for c in _release_nb().cells)
     assert begin not in text and end not in text
-    leaked = sorted(secret & _lines(text))
+    leaked = sorted(secret & {release.distinctive(line) for line in text.splitlines()})
     assert leaked == [], f"{region} lines reached the release: {leaked[:5]}"
 
 

@@ -28,7 +28,7 @@ import pytest
 from autograder.course import REPO_ROOT, Course
 from autograder.feedback import feedback_path, write_feedback
 from autograder.grade import SANDBOX_UID_BASE, BatchResult, grade_batch, summary_line
-from autograder.release import ensure_gradebook
+from autograder.release import distinctive, ensure_gradebook, region_lines
 from autograder.results import StudentResult, load_cohort
 from tests.adversarial import cases
 from tests.adversarial.cases import AUTOGRADED_MAX, CASES, KERNEL_MARK, POINTS, REFERENCE, Context
@@ -186,23 +186,9 @@ def _readings(text: str) -> list[str]:
     return [text, unescaped]
 
 
-def _distinctive(line: str) -> str:
-    return line.strip().lstrip("#- ").strip()
-
-
 def _region_lines(nb, begin: str, end: str) -> set[str]:
     """Lines found only inside one kind of region of the source, long enough to be telling."""
-    inside, outside, within = [], [], False
-    for cell in nb.cells:
-        for line in cell.source.splitlines():
-            if begin in line:
-                within = True
-            elif end in line:
-                within = False
-            else:
-                (inside if within else outside).append(_distinctive(line))
-    return {line for line in set(inside) - set(outside)
-            if len(line) >= 16 and not FRAME_HEADER.match(line)}
+    return {line for line in region_lines(nb, begin, end) if not FRAME_HEADER.match(line)}
 
 
 def _grader_values(corpus: Corpus) -> dict[str, str]:
@@ -222,7 +208,7 @@ def _secrets_for(corpus: Corpus, student: str) -> dict[str, str]:
     source = nbformat.read(corpus.course.source_notebook, as_version=4)
     submitted = nbformat.read(corpus.course.submitted_dir(student) / "acceleration.ipynb",
                               as_version=4)
-    own = {_distinctive(line) for cell in submitted.cells for line in cell.source.splitlines()}
+    own = {distinctive(line) for cell in submitted.cells for line in cell.source.splitlines()}
     found: dict[str, str] = {}
     for kind, (begin, end) in REGIONS.items():
         for line in sorted(_region_lines(source, begin, end) - own):
