@@ -200,32 +200,13 @@ def answer_code(notebook) -> str:
 
 
 def _stub_code(course: Course) -> str:
-    """The given code of the answer cells: the release notebook, or the source without solutions."""
+    """The given code of the answer cells, as the release hands it out (nbgrader's stubs)."""
     import nbformat
 
     released = course.release_dir / NOTEBOOK
-    if released.is_file():
-        return answer_code(nbformat.read(released, as_version=4))
-    notebook = nbformat.read(course.source_notebook, as_version=4)
-    for cell in notebook.cells:
-        if _is_answer_cell(cell):
-            cell.source = _without_solution(cell.source)
-    return answer_code(notebook)
-
-
-def _without_solution(source: str) -> str:
-    """nbgrader's stub for a solution region: the lines around it, and YOUR CODE HERE inside."""
-    kept, inside = [], False
-    for line in source.splitlines():
-        if "### BEGIN SOLUTION" in line:
-            indent = line[:len(line) - len(line.lstrip())]
-            kept += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"]
-            inside = True
-        elif "### END SOLUTION" in line:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    return "\n".join(kept)
+    if not released.is_file():
+        raise CourseError(f"no release at {released}: run `python -m autograder release` first")
+    return answer_code(nbformat.read(released, as_version=4))
 
 
 def _copydetect():
