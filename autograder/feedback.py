@@ -23,7 +23,7 @@ TIMING_TITLES = {
     "blocked_speedup_over_naive_64": "triple-loop time ÷ matmul_blocked time, 64×64",
     "blocked_vs_reference_256": "matmul_blocked time ÷ reference tiled time, 256×256",
     "backend_overhead_128": "matmul time ÷ matmul_numpy time, 128×128",
-    "backend_overhead_64": "matmul time ÷ matmul_numpy time, 64×64",
+    "backend_overhead_256": "matmul time ÷ matmul_numpy time, 256×256",
 }
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+AGREEMENT = 1.25   # two ratios within this factor of each other agree
+
+
 def best(samples: Sequence[float]) -> float:
     """The least disturbed sample: noise only ever adds time, so the minimum is the estimate."""
     if not samples:

@@ -442,7 +442,7 @@ def prints_fake_results(ctx: Context):
                                   ("blocked_speedup_over_naive_64", "at least", 100),
                                   ("blocked_vs_reference_256", "at most", 2.5),
                                   ("backend_overhead_128", "at most", 1.5),
-                                  ("backend_overhead_64", "at most", 1.5)])
+                                  ("backend_overhead_256", "at most", 1.5)])
     passes = _code('''
         print("blocked_speed: all checks passed")
         print("Autograded score: 80 / 80")
