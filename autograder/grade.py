@@ -206,11 +206,17 @@ class AutogradeWorker:
 SANDBOX_UID_BASE = 61000
 
 
+def sandbox_uids(job: int) -> tuple[int, int]:
+    """The uids job N runs its student kernel and its student-code worker as."""
+    return SANDBOX_UID_BASE + 2 * job, SANDBOX_UID_BASE + 2 * job + 1
+
+
 def _overrides(time_limit: float | None, sandboxed: bool, job: int) -> dict:
     """nbgrader config for one autograde worker."""
+    kernel_uid, worker_uid = sandbox_uids(job)
     config: dict = {
-        "SandboxedExecute": {"sandbox": sandboxed, "sandbox_uid": SANDBOX_UID_BASE + 2 * job},
-        "TrustedTests": {"sandbox": sandboxed, "sandbox_uid": SANDBOX_UID_BASE + 2 * job + 1,
+        "SandboxedExecute": {"sandbox": sandboxed, "sandbox_uid": kernel_uid},
+        "TrustedTests": {"sandbox": sandboxed, "sandbox_uid": worker_uid,
                          "cpu": job % (os.cpu_count() or 1)},
     }
     if time_limit:

@@ -27,7 +27,7 @@ import pytest
 
 from autograder.course import REPO_ROOT, Course
 from autograder.feedback import feedback_path, write_feedback
-from autograder.grade import SANDBOX_UID_BASE, BatchResult, grade_batch, summary_line
+from autograder.grade import BatchResult, grade_batch, sandbox_uids, summary_line
 from autograder.release import distinctive, ensure_gradebook, region_lines
 from autograder.results import StudentResult, load_cohort
 from tests.adversarial import cases
@@ -79,7 +79,7 @@ class Corpus:
 
 def _sandbox_processes() -> list[str]:
     """Processes still running as one of the batch's sandbox uids."""
-    uids = {str(SANDBOX_UID_BASE + job) for job in range(JOBS)}
+    uids = {str(uid) for job in range(JOBS) for uid in sandbox_uids(job)}
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -169,8 +169,11 @@ def _outputs_text(path: Path) -> str:
         return ""
     parts = []
     for cell in nbformat.read(path, as_version=4).cells:
+        # A print can reach the notebook as several stream outputs split mid-line: join a
+        # cell's streams as a terminal would show them.
+        parts.append("".join(o.get("text", "") for o in cell.get("outputs", [])
+                             if o.get("output_type") == "stream"))
         for output in cell.get("outputs", []):
-            parts.append(output.get("text", ""))
             if output.get("output_type") == "error":
                 parts += [output.get("ename", ""), str(output.get("evalue", "")),
                           *output.get("traceback", [])]
