@@ -35,18 +35,14 @@ in the log; run_autograder then still replaces the results of a grader that was 
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import copy
 import json
 import os
 import platform
 import re
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -55,11 +51,10 @@ from pathlib import Path
 
 import nbformat
 
-from . import sandbox
 from .gradescope import (CONFIG_FILE, DEFAULT_BUDGET, DEFAULT_TIME_LIMIT, HIDDEN_BEGIN, HIDDEN_END,
                          TEMPLATE_DIR, has_hidden_tests)
 from .results import PART_TITLES, TIMING_LINE, _failure_message, part_of
-from .trusted import remote, runner
+from .trusted import launch, remote, runner
 
 DEFAULT_ROOT = "/autograder"
 HIDDEN_PART = ":hidden"                  # grade id suffix of the hidden half of a split cell
@@ -69,8 +64,6 @@ LEADERBOARD_TIMING = "blocked_vs_numpy_256"
 LEADERBOARD_NAME = "Blocked vs NumPy (lower is faster)"
 
 WORKER_MEMORY = 512 * 1024 ** 2          # address space of the student's worker
-STUDENT_UID = 65534                      # nobody
-LAUNCHERS = ("auto", "sandbox", "unprivileged", "local")
 MAX_NOTE = 300
 
 
@@ -273,82 +266,6 @@ def read_notebook(path: Path):
 # ------------------------------------------------------------------------------------------------
 # Where student code runs
 # ------------------------------------------------------------------------------------------------
-def container_launcher(uid: int | None, memory_bytes: int = WORKER_MEMORY) -> remote.Launcher:
-    """Start the worker as `uid` (None: as the grader) with the sandbox's resource limits.
-
-    For containers where bubblewrap cannot run (no namespaces): the container already isolates
-    the submission from other submissions; this keeps it from the grader. The worker gets a fresh
-    working directory and is the out-of-memory killer's first choice, so a submission that
-    exhausts the container's memory loses its own worker, not the grader.
-    """
-    limits = sandbox.preexec(sandbox.SandboxPolicy(memory_bytes=memory_bytes))
-
-    def become_student() -> None:
-        with contextlib.suppress(OSError):
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("1000")
-        limits()
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-
-    def launch(argv: list[str], env: dict) -> subprocess.Popen:
-        workdir = tempfile.mkdtemp(prefix="worker-")
-        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-        env = dict(env, HOME=workdir, TMPDIR=workdir, MPLCONFIGDIR=workdir, MPLBACKEND="Agg")
-        return subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=become_student)
-
-    return launch
-
-
-def can_run_worker(launcher: remote.Launcher) -> bool:
-    """Whether a worker started by `launcher` can run this Python and import its packages."""
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(remote.PACKAGE_PARENT)}
-    try:
-        check = "import numpy, threadpoolctl, autograder.trusted.wire"
-        proc = launcher([sys.executable, "-c", check], env)
-        proc.communicate(timeout=120)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return proc.returncode == 0
-
-
-def choose_launcher(mode: str) -> tuple[remote.Launcher, str]:
-    """(launcher, description) for `mode`: auto, sandbox, unprivileged or local.
-
-    auto takes the first that works of the sandbox, an unprivileged user (the grader must be
-    root, and that user able to run this Python), and the grader's own user.
-    """
-    if mode not in LAUNCHERS:
-        raise ValueError(f"unknown launcher {mode!r}: one of {', '.join(LAUNCHERS)}")
-    if mode in ("auto", "sandbox"):
-        ok, reason = sandbox.available()
-        if ok:
-            policy = sandbox.SandboxPolicy(memory_bytes=WORKER_MEMORY)
-            return remote.sandboxed_launcher(policy), f"bubblewrap sandbox: {reason}"
-        if mode == "sandbox":
-            raise RuntimeError(f"the sandbox was asked for, but {reason}")
-        log(f"no bubblewrap sandbox here ({reason})")
-    if mode in ("auto", "unprivileged"):
-        problem = "the grader does not run as root"
-        if os.geteuid() == 0:
-            launcher = container_launcher(STUDENT_UID)
-            if can_run_worker(launcher):
-                return launcher, f"unprivileged user {STUDENT_UID}, with rlimits"
-            problem = (f"uid {STUDENT_UID} cannot run {sys.executable} with the grader's "
-                       f"packages (a folder on the way that only root may read?)")
-        if mode == "unprivileged":
-            raise RuntimeError(f"an unprivileged worker was asked for, but {problem}")
-        log(f"WARNING: no unprivileged worker: {problem}")
-    return container_launcher(None), ("the grader's own user, with rlimits: NOT isolated from "
-                                      "the grader")
-
-
 def cpu_clock_works() -> bool:
     """Whether another process's CPU-time clock, which timing tests read, can be read here."""
     try:
@@ -571,7 +488,8 @@ class Grading:
         self.answers = written_answers(self.template, submission)
         grading = grading_notebook(self.template, submission)
         self.graded = grading.graded
-        launcher, how = choose_launcher(os.environ.get("AUTOGRADER_LAUNCHER", "auto"))
+        launcher, how = launch.choose(os.environ.get("AUTOGRADER_LAUNCHER", "auto"),
+                                      WORKER_MEMORY, log)
         log(f"student code runs as: {how}")
         if not cpu_clock_works():
             log("WARNING: a process's CPU-time clock cannot be read from outside it here "

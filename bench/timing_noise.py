@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autograder import calibrate, sandbox  # noqa: E402
 from autograder.course import REPO_ROOT, Course  # noqa: E402
-from autograder.trusted import remote  # noqa: E402
+from autograder.trusted import launch  # noqa: E402
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
 
     course = Course.at(REPO_ROOT)
     ok, reason = sandbox.available()
-    launcher = remote.sandboxed_launcher(sandbox.SandboxPolicy()) if ok else remote.local_launcher
+    launcher = launch.grading_launcher(sandboxed=ok)
     print(f"worker: {'sandboxed' if ok else 'not sandboxed (' + reason + ')'}")
     hogs = [] if args.no_load else [
         subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]

@@ -17,20 +17,43 @@ def test_statistics():
         stats.ratio([1.0], [0.0])
 
 
+def test_a_ratio_is_settled_only_far_past_its_limit():
+    assert stats.far_past([31.0], [1.0], at_most=10)            # 31x against a limit of 10x
+    assert not stats.far_past([29.0], [1.0], at_most=10)        # could still come down
+    assert not stats.far_past([], [1.0], at_most=10)            # nothing measured yet
+    assert stats.far_past([0.05], [1.0], at_most=0.01)          # a speedup of 20 against 100
+
+
+def _sampler(name: str, per_call: float, order: list[str]):
+    def sample(calls: int) -> float:
+        order.append(name)
+        return calls * per_call
+    return sample
+
+
 def test_samplers_alternate_and_samples_reach_the_minimum_length():
     order: list[str] = []
+    result = measure.interleaved({"a": _sampler("a", 0.001, order),
+                                  "b": _sampler("b", 0.0001, order)}, rounds=3, min_sample=0.002)
+    assert result.samples == {"a": [0.001] * 3, "b": [0.0001] * 3}
+    assert result.calls == {"a": 4, "b": 64} and result.stopped == ""
+    assert order[-4:] == ["a", "b"] * 2   # rounds alternate a, b, a, b...
+    assert measure.calls_per_sample(_sampler("b", 0.0001, []), 0.002) == (64, pytest.approx(0.0064))
 
-    def sampler(name: str, per_call: float):
-        def sample(calls: int) -> float:
-            order.append(name)
-            return calls * per_call
-        return sample
 
-    samples = measure.interleaved({"a": sampler("a", 0.001), "b": sampler("b", 0.0001)},
-                                  rounds=3, min_sample=0.002)
-    assert samples == {"a": [0.001] * 3, "b": [0.0001] * 3}
-    assert order[-6:] == ["a", "b"] * 3   # rounds alternate a, b, a, b...
-    assert measure.calls_per_sample(sampler("b", 0.0001), 0.002) == 64   # 4**3 >= 20 calls
+def test_measuring_stops_once_settled_and_at_the_budget():
+    order: list[str] = []
+    settled = measure.interleaved({"ref": _sampler("ref", 0.001, order),
+                                   "slow": _sampler("slow", 1.0, order)}, rounds=15,
+                                  stop=lambda s: stats.far_past(s["slow"], s["ref"], at_most=10))
+    # Warm-up and first sample of each; the first sample of "slow" settles it.
+    assert settled.stopped == "settled" and settled.samples["slow"] == [1.0]
+    assert order.count("slow") == 2
+
+    spent = measure.interleaved({"a": _sampler("a", 0.5, [])}, rounds=15, budget=2.0)
+    # warm-up 0.5 s, then samples of 0.5 s: the one that goes past 2 s is kept, and it stops.
+    assert spent.stopped == "budget" and len(spent.samples["a"]) == 4
+    assert spent.spent == pytest.approx(2.5)
 
 
 def test_a_clock_that_does_not_run_is_refused():

@@ -11,7 +11,7 @@ import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Float, Int
 
-from ..trusted import remote, runner
+from ..trusted import launch, runner
 
 
 class TrustedTests(NbGraderPreprocessor):
@@ -22,15 +22,8 @@ class TrustedTests(NbGraderPreprocessor):
     cpu = Int(-1, help="the core tests and worker share while timing (-1: the lowest allowed)"
               ).tag(config=True)
 
-    def launcher(self) -> remote.Launcher:
-        if not self.sandbox:
-            return remote.local_launcher
-        from ..sandbox import SandboxPolicy
-
-        # One process, no threads: no work can run outside the clock that times the worker.
-        return remote.sandboxed_launcher(SandboxPolicy(
-            memory_bytes=self.memory_bytes, uid=self.sandbox_uid, gid=self.sandbox_uid,
-            max_processes=1))
+    def launcher(self) -> launch.Launcher:
+        return launch.grading_launcher(self.sandbox_uid, self.memory_bytes, self.sandbox)
 
     def preprocess(self, nb, resources):
         report = runner.run_tests(nb, self.launcher(), self.call_timeout,

@@ -3,12 +3,15 @@
 A *sampler* runs its code a given number of times and returns the CPU seconds that took. This module
 decides how many calls make a sample long enough, then takes samples of every sampler in turn,
 round after round, so that whatever disturbs the machine during the measurement disturbs all of
-them alike. It knows nothing of notebooks, students or processes: samplers bring their own clock.
+them alike. It stops early when the caller's `stop` says the outcome is settled, or when the
+samples have used the CPU `budget`. It knows nothing of notebooks, students or processes:
+samplers bring their own clock.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 Sampler = Callable[[int], float]   # calls -> CPU seconds for that many calls
 
@@ -31,8 +34,19 @@ class ClockError(RuntimeError):
     """A sampler's clock did not advance: nothing can be timed with it."""
 
 
-def calls_per_sample(sampler: Sampler, min_sample: float, max_calls: int = 1 << 20) -> int:
-    """The number of calls whose sample lasts at least `min_sample` seconds (powers of 4)."""
+@dataclass
+class Measurement:
+    """Seconds per call of each sampler, one sample per round each; why it ended, if early."""
+    samples: dict[str, list[float]]
+    stopped: str = ""                   # "" (all rounds), "settled" or "budget"
+    spent: float = 0.0                  # CPU seconds of every sample taken, warm-ups included
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+def calls_per_sample(sampler: Sampler, min_sample: float,
+                     max_calls: int = 1 << 20) -> tuple[int, float]:
+    """(calls, seconds): the number of calls whose sample lasts at least `min_sample` seconds
+    (a power of 4), and how long that last sample took."""
     calls = 1
     while (elapsed := sampler(calls)) < min_sample:
         if calls >= max_calls:
@@ -40,17 +54,41 @@ def calls_per_sample(sampler: Sampler, min_sample: float, max_calls: int = 1 << 
                 raise ClockError(f"{calls} calls took no measurable time: the clock is not running")
             break
         calls *= 4
-    return calls
+    return calls, elapsed
 
 
-def interleaved(samplers: Mapping[str, Sampler], rounds: int = 15,
-                min_sample: float = 0.002) -> dict[str, list[float]]:
-    """Seconds per call of each sampler, one sample per round each, taken in alternation."""
-    for sampler in samplers.values():
-        sampler(1)  # warm-up: caches, lazy imports, first-touch page faults
-    calls = {name: calls_per_sample(s, min_sample) for name, s in samplers.items()}
-    samples: dict[str, list[float]] = {name: [] for name in samplers}
-    for _ in range(rounds):
+def interleaved(samplers: Mapping[str, Sampler], rounds: int = 15, min_sample: float = 0.002,
+                stop: Callable[[dict[str, list[float]]], bool] | None = None,
+                budget: float | None = None) -> Measurement:
+    """Sample each sampler once per round, in the mapping's order, round after round.
+
+    Every sampler is first warmed up (one call: caches, lazy imports, first-touch page faults) and
+    its calls per sample found, in turn; the sample that settles the number of calls is its first
+    sample. After every sample, `stop(samples)` may end the measurement; so does spending more
+    than `budget` CPU seconds in all.
+    """
+    result = Measurement({name: [] for name in samplers})
+
+    def done(seconds: float) -> bool:
+        result.spent += seconds
+        if stop is not None and all(result.samples.values()) and stop(result.samples):
+            result.stopped = "settled"
+        elif budget is not None and result.spent > budget:
+            result.stopped = "budget"
+        return bool(result.stopped)
+
+    for name, sampler in samplers.items():
+        if done(sampler(1)):
+            return result
+        calls, seconds = calls_per_sample(sampler, min_sample)
+        result.calls[name] = calls
+        result.samples[name].append(seconds / calls)
+        if done(seconds):
+            return result
+    for _ in range(rounds - 1):
         for name, sampler in samplers.items():
-            samples[name].append(sampler(calls[name]) / calls[name])
-    return samples
+            seconds = sampler(result.calls[name])
+            result.samples[name].append(seconds / result.calls[name])
+            if done(seconds):
+                return result
+    return result

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 AGREEMENT = 1.25   # two ratios within this factor of each other agree
+SETTLED = 3.0      # a ratio this many times past its limit is a verdict: measuring more won't help
 
 
 def best(samples: Sequence[float]) -> float:
@@ -25,3 +25,14 @@ def ratio(samples: Sequence[float], reference: Sequence[float]) -> float:
 def margin(value: float, limit: float, kind: str) -> float:
     """How far a value is inside its limit, as a factor (>1: passes with room; <1: fails)."""
     return limit / value if kind == "at most" else value / limit
+
+
+def far_past(samples: Sequence[float], reference: Sequence[float], at_most: float,
+             factor: float = SETTLED) -> bool:
+    """Whether the ratio so far is over `factor` times the limit `at_most`.
+
+    More samples can only lower the first's best (noise adds time), so this could still turn;
+    but one disturbed sample does not make code three times slower than its limit, which
+    honest code measured with the reference never came near (README: timing figures).
+    """
+    return bool(samples) and bool(reference) and ratio(samples, reference) > factor * at_most

@@ -16,14 +16,10 @@ import builtins
 import contextlib
 import io
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from ..timing import measure, stats
-from . import integrity, remote
+from . import integrity, launch, remote, speed
 
 SETUP_CELL = "setup"
 MAX_STDOUT = 4000
@@ -75,15 +71,21 @@ class RunReport:
     load_errors: dict[str, dict] = field(default_factory=dict)
     violations: dict[str, str] = field(default_factory=dict)   # part -> broken rule
     worker_starts: int = 0
+    speeds: list[speed.SpeedRecord] = field(default_factory=list)
+    observations: list[remote.Observation] = field(default_factory=list)
 
 
 def _describe_failure(exc: BaseException, load_errors: dict[str, dict]) -> tuple[str, str]:
     if isinstance(exc, remote.StudentCodeTimeout):
         return "TimeoutError", str(exc)
+    if isinstance(exc, remote.StudentCodeOverBudget):
+        return "TimeoutError", str(exc)
     if isinstance(exc, remote.StudentCodeCrashed):
         return "ProcessCrashed", str(exc)
     if isinstance(exc, remote.StudentException):
         return exc.type_name, exc.message
+    if isinstance(exc, AssertionError):   # the grader's own checks, whatever their class
+        return "AssertionError", str(exc)
     message = str(exc)
     if isinstance(exc, NameError) and load_errors:
         broken = "; ".join(f"cell {cell} raised {e['type']}: {e['message']}"
@@ -95,76 +97,12 @@ def _describe_failure(exc: BaseException, load_errors: dict[str, dict]) -> tuple
 class TrustedHelpers:
     """Versions of the notebook's helpers that measure or observe the student's worker."""
 
-    def __init__(self, worker: remote.Worker):
-        self.worker = worker
+    def __init__(self, worker: remote.Worker, meter: speed.SpeedMeter):
+        self.worker, self.meter = worker, meter
 
-    def sampler(self, fn, args, kwargs=None) -> measure.Sampler:
-        """Seconds of CPU for `calls` calls of fn; for student code, the worker's.
-
-        For a matrix product (two float matrices first), every call sees a new a[0, 0], and the
-        last result of each sample is checked: a result remembered from an earlier call cannot
-        pass for a fast one.
-        """
-        if not isinstance(fn, remote.RemoteValue):
-            return measure.local_sampler(fn, args, kwargs)
-        header, arrays = self.worker.encode_args(args, kwargs or {})
-        stash = self.worker.request(dict(header, op="stash"), arrays, what="storing inputs")["stash"]
-        label = fn._describe()
-        product = (len(args) >= 2 and all(isinstance(x, np.ndarray) and x.ndim == 2
-                                          for x in args[:2]) and args[0].dtype.kind == "f")
-        values = np.random.default_rng()
-
-        def sample(calls: int) -> float:
-            perturb = values.standard_normal(calls).tolist() if product else None
-            before = self.worker.cpu_seconds()
-            self.worker.request({"op": "repeat", "target": fn._target, "stash": stash,
-                                 "calls": calls, "perturb": perturb}, what=f"{label}(...)")
-            spent = self.worker.cpu_seconds() - before
-            if product:
-                self._check_last_product(label, args, perturb[-1])
-            return spent
-
-        return sample
-
-    def _check_last_product(self, label: str, args, perturb: float) -> None:
-        a = np.array(args[0], dtype=np.float64)
-        a[0, 0] = np.float64(args[0].dtype.type(perturb))
-        b = np.asarray(args[1], dtype=np.float64)
-        digest = self.worker.request({"op": "last_digest"}, what=f"{label}(...)")
-        want_row, want_sum = a[0] @ b, float(a.sum(axis=0) @ b.sum(axis=1))
-        row = np.asarray(digest["row"], dtype=np.float64)
-        scale = 1e-2 * max(1.0, float(np.abs(want_row).max(initial=0)), abs(want_sum) / a.shape[0])
-        if row.shape != want_row.shape or not np.allclose(row, want_row, rtol=1e-3, atol=scale) \
-                or abs(digest["sum"] - want_sum) > 1e-3 * abs(want_sum) + scale * a.shape[0]:
-            raise AssertionError(
-                f"{label} returned a wrong result while it was being timed (its inputs change "
-                f"between calls; a result kept from an earlier call is wrong): no timing points")
-
-    def speed_ratio(self, fn, reference, *args, rounds=15, min_sample=0.002):
-        """Like the notebook's: CPU-time ratio fn / reference, interleaved; correctness first."""
-        got, want = fn(*args), reference(*args)
-        got_f = np.asarray(got, dtype=np.float64) if isinstance(got, np.ndarray) else None
-        want_f = np.asarray(want, dtype=np.float64)
-        if got_f is None or got_f.shape != want_f.shape or not np.allclose(
-                got_f, want_f, rtol=1e-3, atol=1e-2 * max(1.0, float(np.abs(want_f).max(initial=0)))):
-            raise AssertionError("a timing test needs a correct result first: the timed function "
-                                 "returned a wrong result for these inputs, so no timing points")
-        samplers = {"fn": self.sampler(fn, args), "reference": self.sampler(reference, args)}
-
-        def measured() -> float:
-            samples = measure.interleaved(samplers, rounds=rounds, min_sample=min_sample)
-            return stats.ratio(samples["fn"], samples["reference"])
-
-        # Two measurements; when they disagree, a third, and the median: one disturbed
-        # measurement cannot decide a verdict on its own.
-        ratios = [measured(), measured()]
-        if max(ratios) > stats.AGREEMENT * min(ratios):
-            ratios.append(measured())
-        return statistics.median(ratios)
-
-    def cpu_seconds_per_call(self, fn, args, kwargs=None, rounds=5, min_sample=0.002) -> float:
-        samples = measure.interleaved({"fn": self.sampler(fn, args, kwargs)}, rounds, min_sample)
-        return stats.best(samples["fn"])
+    def speed_ratio(self, fn, reference, *args, rounds=15, min_sample=0.002, at_most=None):
+        return self.meter.speed_ratio(fn, reference, *args, rounds=rounds, min_sample=min_sample,
+                                      at_most=at_most)
 
     def dispatched_ops(self, run):
         """Run run() with the worker's module backend recording its dispatches; return them."""
@@ -178,7 +116,7 @@ class TrustedHelpers:
         return ops
 
 
-def run_tests(nb, launcher: remote.Launcher = remote.local_launcher, call_timeout: float = 60.0,
+def run_tests(nb, launcher: launch.Launcher = launch.local_launcher, call_timeout: float = 60.0,
               only: set[str] | None = None, rules: bool = True,
               report: RunReport | None = None, cpu: int | None = None) -> RunReport:
     """Outcome of every graded test cell of `nb` (a notebook dict, as nbgrader restored it).
@@ -224,11 +162,13 @@ def _run(cells, setup, code, launcher, call_timeout, only, rules, report, cpu) -
             if name.isidentifier() and name not in protected:
                 namespace[name] = info["value"] if info["kind"] == "value" else \
                     worker.proxy_for(name, info["kind"])
-        helpers = TrustedHelpers(worker)
+        meter = speed.SpeedMeter(worker)
+        helpers = TrustedHelpers(worker, meter)
         namespace.update(speed_ratio=helpers.speed_ratio, dispatched_ops=helpers.dispatched_ops)
-        if rules:
-            report.violations = {part: message for part, rule in integrity.RULES.items()
-                                 if (message := rule(worker, helpers))}
+        checks = integrity.rules() if rules else []
+        for rule in checks:   # probes first: a clear breach costs no test time
+            if (message := _quietly(rule.probe, worker, meter)):
+                report.violations[rule.part] = message
         for cell in filter(is_test_cell, cells):
             grade_id = _meta(cell)["grade_id"]
             if only is not None and grade_id not in only:
@@ -248,5 +188,25 @@ def _run(cells, setup, code, launcher, call_timeout, only, rules, report, cpu) -
                     error = _describe_failure(exc, loaded.errors)
             report.outcomes[grade_id] = TestOutcome(grade_id, error, out.getvalue(),
                                                     round(time.monotonic() - started, 3))
+        # Then every call the tests made, timed calls included, against the same rules.
+        for rule in checks:
+            if rule.part not in report.violations and \
+                    (message := _quietly(rule.check, worker, meter)):
+                report.violations[rule.part] = message
+        for grade_id, outcome in list(report.outcomes.items()):
+            part = grade_id.split("_", 1)[0]
+            if part in report.violations and (outcome.error or ("",))[0] != "RuleViolation":
+                report.outcomes[grade_id] = TestOutcome(
+                    grade_id, ("RuleViolation", report.violations[part]), outcome.stdout,
+                    outcome.seconds)
         report.worker_starts = worker.starts
+        report.speeds = meter.records
+        report.observations = worker.observations
+        meter.close()
     return report
+
+
+def _quietly(check, worker, meter) -> str | None:
+    """A rule's verdict; what it prints stays out of the tests' outputs."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return check(worker, meter)
