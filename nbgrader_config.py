@@ -38,9 +38,12 @@ c.Autograde.autograde_preprocessors = [
 ]
 
 # The kernel only runs the student's own cells and the demos (a hung one is interrupted so the
-# rest still runs); each call of student code from a test has its own limit in TrustedTests.
+# rest still runs), 30 s for the whole notebook: the reference takes about 4 s, and no score
+# depends on these outputs. Each call of student code from a test has its own limit in
+# TrustedTests, and timed calls a CPU limit that follows from the test's own limit.
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
+c.SandboxedExecute.budget = 30
 c.TrustedTests.call_timeout = 60
 
 # The written questions are "manually graded answer" cells. Their rubric lives in a mark-scheme

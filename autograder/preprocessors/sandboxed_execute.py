@@ -4,18 +4,24 @@ The student's notebook still runs top to bottom in a Jupyter kernel, so graders 
 (the speed plot, the demo cells), but the kernel runs inside bubblewrap as an unprivileged user
 with no network and no view of the course, and it never runs the graded test cells: those are
 scored by TrustedTests, in the grader's process.
+
+The whole notebook has a time `budget` (each cell also has nbgrader's `timeout`): a notebook of
+slow code, or one whose own timing loops never end, costs at most that much, and the cells after
+it say why they did not run. The outputs are only for graders to read; no score depends on them.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
+import time
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
-from traitlets import Any, Bool, Int
+from traitlets import Any, Bool, Float, Int
 
 from ..trusted.runner import is_test_cell
 
@@ -36,14 +42,34 @@ class SandboxedExecute(Execute):
     sandbox = Bool(True, help="run the kernel in the bubblewrap sandbox").tag(config=True)
     memory_bytes = Int(2 * 1024**3, help="address-space limit of the kernel").tag(config=True)
     sandbox_uid = Int(65534, help="unprivileged uid (and gid) the kernel runs as").tag(config=True)
+    budget = Float(30.0, help="seconds the whole notebook may run; later cells are not run"
+                   ).tag(config=True)
+
+    def _note(self, cell, text: str) -> None:
+        cell.outputs.append(nbformat.from_dict({"output_type": "stream", "name": "stderr",
+                                                "text": text + "\n"}))
 
     def preprocess_cell(self, cell, resources, index):
         if is_test_cell(cell):
             return cell, resources  # scored by TrustedTests, never in the student's kernel
-        if self._kernel_died:
+        if self._kernel_died or cell.cell_type != "code" or not cell.source.strip():
             return cell, resources
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            if not self._out_of_time:
+                self._out_of_time = True
+                self.shutdown_kernel = "immediate"   # the kernel may still be busy
+                self._note(cell, f"(not run: grading gives the whole notebook {self.budget:g} s, "
+                                 f"and they were used up; the cells after this one were not run "
+                                 f"either)")
+            return cell, resources
+        self.timeout = max(1, min(self._cell_timeout or math.inf, math.ceil(remaining)))
         try:
-            return super().preprocess_cell(cell, resources, index)
+            cell, resources = super().preprocess_cell(cell, resources, index)
+            if time.monotonic() >= self._deadline:
+                self._note(cell, f"(stopped: grading gives the whole notebook {self.budget:g} s, "
+                                 f"and they ran out during this cell)")
+            return cell, resources
         except (DeadKernelError, CellTimeoutError) as exc:
             # The student's code ended the kernel (os._exit, a crash, the memory limit) or kept
             # it busy past the time limit and its interrupt. Its later cells cannot run, but the
@@ -56,6 +82,8 @@ class SandboxedExecute(Execute):
                 "evalue": f"the kernel {what} while running this cell; later cells were not run",
                 "traceback": [f"{type(exc).__name__}: the kernel {what} while running this cell"]}))
             return cell, resources
+        finally:
+            self.timeout = self._cell_timeout
 
     def create_kernel_manager(self):
         if not self.sandbox:
@@ -81,10 +109,13 @@ class SandboxedExecute(Execute):
         return self.km
 
     def preprocess(self, nb, resources, km=None):
-        self._kernel_died = False
+        self._kernel_died = self._out_of_time = False
+        self._deadline = time.monotonic() + self.budget
+        self._cell_timeout = self.timeout
         try:
             return super().preprocess(nb, resources, km=km)
         finally:
+            self.timeout = self._cell_timeout
             scratch = getattr(self, "_scratch", None)
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
