@@ -81,7 +81,7 @@ import nbformat
 
 from .collect import read_roster
 from .course import Course
-from .grade import fingerprint, read_record
+from .grade import GradingBasis, fingerprint, grading_basis, read_record, why_not_current
 from .results import StudentResult, format_points, load_cohort, part_of
 
 CANVAS, MOODLE, PLAIN = "canvas", "moodle", "csv"
@@ -202,7 +202,7 @@ class Entry:
     result: StudentResult
     first_name: str = ""
     last_name: str = ""
-    stale: bool = False
+    stale: str = ""           # why the grade is not current ("" when it is)
 
     @property
     def student(self) -> str:
@@ -312,9 +312,9 @@ class Cohort:
         if ungraded:
             notes.append(f"not graded yet, exported no grade for {len(ungraded)} student(s): "
                          f"{', '.join(ungraded)} (run `python -m autograder grade`)")
-        stale = self.students("stale")
+        stale = [f"{e.student} ({e.stale})" for e in self.entries if e.stale]
         if stale:
-            notes.append(f"submission changed since it was graded for {len(stale)} student(s): "
+            notes.append(f"grade not current for {len(stale)} student(s): "
                          f"{', '.join(stale)}; exported the old score (run `python -m autograder "
                          "grade` again)")
         return notes
@@ -338,11 +338,12 @@ def _names(course: Course, students: list[str]) -> dict[str, tuple[str, str]]:
     return names
 
 
-def _is_stale(course: Course, student: str) -> bool:
+def _staleness(course: Course, student: str, basis: GradingBasis) -> str:
+    """Why a graded student's grade no longer stands, or "" (also for the never graded)."""
     record = read_record(course, student)
     if record is None or not course.submitted_dir(student).is_dir():
-        return False
-    return record.fingerprint != fingerprint(course, student)
+        return ""
+    return why_not_current(record, fingerprint(course, student), basis) or ""
 
 
 def load(course: Course) -> Cohort:
@@ -351,10 +352,11 @@ def load(course: Course) -> Cohort:
         return Cohort(course, [], graded_cells(course))
     results = sorted(load_cohort(course), key=lambda r: _student_key(r.student))
     names = _names(course, [r.student for r in results])
+    basis = grading_basis(course)
     entries = []
     for result in results:
         first, last = names.get(result.student, ("", ""))
-        entries.append(Entry(result, first, last, _is_stale(course, result.student)))
+        entries.append(Entry(result, first, last, _staleness(course, result.student, basis)))
     return Cohort(course, entries, graded_cells(course))
 
 

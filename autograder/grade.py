@@ -4,9 +4,12 @@
 queue. A submission that crashes its kernel or is malformed fails alone; one that runs past the
 time limit gets its worker killed and replaced. nbgrader's gradebook holds the scores; this stage
 keeps, per student, a small record of how grading went (`grading/<student>.json`: status, reason,
-duration and a fingerprint of the submission), written only once nbgrader has finished. A batch
-that is killed part-way leaves no record for the submissions in flight, so the next run grades
-exactly those (and any that changed since), and nothing already graded is graded again.
+duration), written only once nbgrader has finished, with fingerprints of what decided it: the
+submission, the assignment's tests as the gradebook holds them (cells, points, due date), and the
+grader (its verdict code, the course configuration, the packages it runs on). A submission is
+graded again when any of the three changed, and `grade` says which: so after a fix to a hidden
+test and `release`, the next `grade` regrades everyone graded with the old tests, and a batch that
+is killed part-way leaves the rest to the next run. Nothing current is graded again.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,23 +41,92 @@ _PR_SET_PDEATHSIG = 1
 class GradingRecord:
     """How the grading of one submission went. Scores themselves live in the gradebook."""
     student: str
-    fingerprint: str
+    fingerprint: str         # of the submitted files
     status: str              # "graded" | "failed" | "timeout"
     reason: str = ""
     seconds: float = 0.0
     finished_at: float = 0.0
     score: float = 0.0       # autograded points, copied from the gradebook for the summary line
     max_score: float = 0.0
+    tests: str = ""          # GradingBasis.tests when it was graded
+    grader: str = ""         # GradingBasis.grader when it was graded
 
     @property
     def ok(self) -> bool:
         return self.status == "graded"
 
 
+@dataclass(frozen=True)
+class GradingBasis:
+    """Fingerprints of what decides a verdict besides the submission itself."""
+    tests: str     # the assignment's cells in the gradebook (sources, points) and its due date
+    grader: str    # the grader's verdict code, the course's nbgrader_config.py, package versions
+
+
+# The parts of this package that decide verdicts; the stages that only read results do not.
+VERDICT_CODE = ("trusted", "timing", "preprocessors", "sandbox.py", "autograde_worker.py")
+VERDICT_PACKAGES = ("nbgrader", "nbclient", "numpy", "ipykernel")
+
+
+def _assignment_fingerprint(course: Course) -> str:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    digest = hashlib.sha256()
+    with Gradebook(course.db_url) as gb:
+        try:
+            assignment = gb.find_assignment(course.assignment)
+        except MissingEntry:
+            return ""
+        digest.update(str(assignment.duedate).encode())
+        for notebook in sorted(assignment.notebooks, key=lambda nb: nb.name):
+            cells = [("source", c.name, c.cell_type, c.locked, c.source)
+                     for c in notebook.source_cells]
+            cells += [("grade", c.name, c.cell_type, c.max_score) for c in notebook.grade_cells]
+            digest.update(json.dumps([notebook.name, sorted(cells, key=str)],
+                                     default=str).encode())
+    return digest.hexdigest()
+
+
+def _grader_fingerprint(course: Course) -> str:
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for entry in VERDICT_CODE:
+        paths = sorted((package / entry).rglob("*.py")) if (package / entry).is_dir() \
+            else [package / entry]
+        for path in paths:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    digest.update((course.root / "nbgrader_config.py").read_bytes())
+    for name in VERDICT_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            digest.update(f"{name}=={metadata.version(name)}".encode())
+    return digest.hexdigest()
+
+
+def grading_basis(course: Course) -> GradingBasis:
+    return GradingBasis(_assignment_fingerprint(course), _grader_fingerprint(course))
+
+
+def why_not_current(record: GradingRecord | None, submission: str,
+                    basis: GradingBasis) -> str | None:
+    """Why a student's grade no longer stands (None: it does)."""
+    if record is None:
+        return "not graded yet"
+    if record.fingerprint != submission:
+        return "the submission changed"
+    if record.tests != basis.tests:
+        return "the tests changed (release)"
+    if record.grader != basis.grader:
+        return "the grader changed"
+    return None
+
+
 @dataclass
 class BatchResult:
     graded: list[GradingRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)   # student -> why it was graded
 
 
 def records_dir(course: Course) -> Path:
@@ -89,8 +162,9 @@ def fingerprint(course: Course, student: str) -> str:
     return digest.hexdigest()
 
 
-def pending(course: Course, students: list[str] | None = None, force: bool = False) -> list[str]:
-    """Students to grade: those named (or all submitted), minus the ones already graded as is."""
+def pending(course: Course, students: list[str] | None = None, force: bool = False,
+            basis: GradingBasis | None = None) -> dict[str, str]:
+    """Students to grade, with why: those named (or all submitted) whose grade is not current."""
     submitted = course.submitted_students()
     if students:
         unknown = sorted(set(students) - set(submitted))
@@ -100,12 +174,13 @@ def pending(course: Course, students: list[str] | None = None, force: bool = Fal
     else:
         chosen = submitted
     if force or students:
-        return chosen
-    todo = []
+        return {s: "asked for" for s in chosen}
+    basis = basis or grading_basis(course)
+    todo = {}
     for student in chosen:
-        record = read_record(course, student)
-        if record is None or record.fingerprint != fingerprint(course, student):
-            todo.append(student)
+        reason = why_not_current(read_record(course, student), fingerprint(course, student), basis)
+        if reason:
+            todo[student] = reason
     return todo
 
 
@@ -226,14 +301,15 @@ def _overrides(time_limit: float | None, sandboxed: bool, job: int) -> dict:
     return config
 
 
-def grade_one(course: Course, student: str, worker: AutogradeWorker,
+def grade_one(course: Course, student: str, worker: AutogradeWorker, basis: GradingBasis,
               timeout: float = SUBMISSION_TIMEOUT) -> GradingRecord:
     """Autograde one submission; never raises for the student's faults."""
     started = time.monotonic()
     digest = fingerprint(course, student)
     status, reason = worker.autograde(student, timeout)
     record = GradingRecord(student=student, fingerprint=digest, status=status, reason=reason,
-                           seconds=round(time.monotonic() - started, 2), finished_at=time.time())
+                           seconds=round(time.monotonic() - started, 2), finished_at=time.time(),
+                           tests=basis.tests, grader=basis.grader)
     if status == "graded":
         record.score, record.max_score = _autograde_scores(course, student)
     _write_record(course, record)
@@ -262,11 +338,16 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
                               "grader's rights; pass --no-sandbox only if you trust every "
                               "submission")
     ensure_gradebook(course)
-    todo = pending(course, students, force)
+    basis = grading_basis(course)
+    reasons = pending(course, students, force, basis)
+    todo = list(reasons)
     considered = students or course.submitted_students()
-    result = BatchResult(skipped=[s for s in considered if s not in todo])
+    result = BatchResult(skipped=[s for s in considered if s not in reasons], reasons=reasons)
     if not todo:
         return result
+    counts = Counter(reasons.values())
+    print(f"grading {len(todo)} submission(s) (" +
+          "; ".join(f"{n}: {why}" for why, n in counts.most_common()) + ")", flush=True)
     jobs = min(max(1, jobs or os.cpu_count() or 1), len(todo))
     todo_queue: queue.Queue = queue.Queue()
     for student in todo:
@@ -283,7 +364,7 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
                 except queue.Empty:
                     return
                 try:
-                    done.put(grade_one(course, student, worker, timeout))
+                    done.put(grade_one(course, student, worker, basis, timeout))
                 except BaseException as exc:  # a grader fault: report it, don't hang the batch
                     done.put(exc)
         finally:

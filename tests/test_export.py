@@ -346,7 +346,8 @@ def test_failed_ungraded_and_changed_students_are_listed(graded_course, tmp_path
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert any("did not finish" in w and "1003 (failed)" in w for w in warnings)
     assert any("not graded yet" in w and "1004" in w for w in warnings)
-    assert any("changed since it was graded" in w and "1002" in w for w in warnings)
+    assert any("grade not current" in w and "1002 (the submission changed)" in w
+               for w in warnings)
 
     rows = {row[0]: dict(zip(PLAIN_HEADER, row)) for row in read_csv(out)[1:]}
     assert (rows["1003"]["status"], rows["1003"]["total"]) == ("failed", "0")

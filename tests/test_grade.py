@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 
+import nbformat
 import pytest
 
 from autograder.course import REPO_ROOT, Course, tool_environment
-from autograder.grade import grade_batch, read_record
+from autograder.grade import grade_batch, pending, read_record
 from autograder.results import load_cohort
 from tests.conftest import COHORT, submission, submit
 
@@ -48,6 +49,45 @@ def test_regrading_skips_what_is_graded_and_picks_up_changes(graded_course, tmp_
     batch = grade_batch(course, progress=False)
     assert [r.student for r in batch.graded] == ["1003"]
     assert _scores(course) == {"1001": 80, "1002": 28, "1003": 15}
+
+
+def _cli_grade(course: Course, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autograder", "--course", str(course.root),
+                           "grade", "--quiet", *args], cwd=REPO_ROOT, env=tool_environment(),
+                          text=True, capture_output=True)
+
+
+@pytest.mark.slow
+def test_after_a_release_that_changes_the_tests_everyone_graded_with_them_is_regraded(
+        graded_course, tmp_path):
+    course = _copy(graded_course, tmp_path / "course")
+    assert pending(course) == {}
+    # The instructor tightens a hidden test (everyone fails it now) and releases again.
+    course.source_notebook.with_suffix(".py").unlink()   # edited as .ipynb only, here
+    nb = nbformat.read(course.source_notebook, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id")
+                == "naive_correct")
+    stricter = "assert False, 'a stricter hidden test'\n### END HIDDEN TESTS"
+    cell.source = cell.source.replace("### END HIDDEN TESTS", stricter)
+    nbformat.write(nb, course.source_notebook)
+    released = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course.root),
+                               "release"], cwd=REPO_ROOT, env=tool_environment(), text=True,
+                              capture_output=True)
+    assert released.returncode == 0, released.stderr
+    assert pending(course) == {s: "the tests changed (release)" for s in COHORT}
+
+    # A regrade interrupted after one student leaves the others to the next run.
+    first = _cli_grade(course, "1001")
+    assert first.returncode == 0 and "1 submission(s) (1: asked for)" in first.stdout
+    assert pending(course) == {"1002": "the tests changed (release)",
+                               "1003": "the tests changed (release)"}
+    rest = _cli_grade(course)
+    assert rest.returncode == 0, rest.stderr
+    assert "grading 2 submission(s) (2: the tests changed (release))" in rest.stdout
+    assert "already graded 1" in rest.stdout
+    # The new verdicts: naive_correct (10 points) now fails for those who had it.
+    assert _scores(course) == {"1001": 70, "1002": 18, "1003": 0}
+    assert pending(course) == {}
 
 
 def test_named_students_and_force(graded_course, tmp_path):
