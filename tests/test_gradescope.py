@@ -24,7 +24,9 @@ import pytest
 from autograder import gradescope, gradescope_run
 from autograder.course import REPO_ROOT, Course, CourseError
 from autograder.submissions import reference_answers
-from autograder.trusted import runner
+from autograder.trusted import launch, runner
+from tests import unprivileged
+from tests.adversarial import cases as hostile
 from tests.conftest import submission
 
 TOP_LEVEL = {"setup.sh", "run_autograder", "requirements.txt", "autograder", "grading"}
@@ -301,15 +303,21 @@ def test_test_cells_split_at_their_hidden_tests():
             assert public.strip() == release[_grade_id(cell)].strip()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_the_container_worker_runs_unprivileged_with_limits():
-    launch = gradescope_run.container_launcher(gradescope_run.STUDENT_UID)
-    proc = launch(["/bin/sh", "-c", "id -u; id -G; cat /proc/self/oom_score_adj; ulimit -v; pwd"],
-                  {"PATH": "/usr/bin:/bin"})
+def test_the_container_worker_runs_unprivileged_with_the_worker_policy():
+    policy = launch.worker_policy(memory_bytes=gradescope_run.WORKER_MEMORY)
+    start = launch.container_launcher(policy, launch.NOBODY)
+    report = ("import os, resource\n"
+              "print(os.getuid(), os.getgid(), *os.getgroups())\n"
+              "print(open('/proc/self/oom_score_adj').read().strip())\n"
+              "print(resource.getrlimit(resource.RLIMIT_AS)[0])\n"
+              "print(resource.getrlimit(resource.RLIMIT_NPROC)[0])\n"
+              "print(os.getcwd())\n")
+    # The system's python3: this venv's interpreter may sit where uid 65534 cannot go.
+    proc = start(["/usr/bin/python3", "-c", report], {"PATH": "/usr/bin:/bin"}, ())
     out, _ = proc.communicate(timeout=30)
-    uid, groups, oom, memory, workdir = out.decode().split("\n")[:5]
-    assert (uid, groups, oom) == ("65534", "65534", "1000")
-    assert int(memory) * 1024 == gradescope_run.WORKER_MEMORY
+    ids, oom, memory, processes, workdir = out.decode().split("\n")[:5]
+    assert (ids, oom, processes) == ("65534 65534", "1000", "1")   # no supplementary groups
+    assert int(memory) == gradescope_run.WORKER_MEMORY
     assert Path(workdir).stat().st_uid == 65534
     shutil.rmtree(workdir)
 
@@ -561,3 +569,54 @@ def test_the_watchdog_reports_what_was_graded_when_time_runs_out(gradescope_home
     assert "not graded: grading stopped" in tests["models_workloads"]["output"]
     assert total(results) == sum(POINTS.values()) - POINTS["models_workloads"]
     assert results["leaderboard"][0]["value"] > 0
+
+
+# The three cheats that once got full blocked marks (tests/adversarial: same submissions) --------
+THREE_KINDS = {
+    # case: (tests that must score 0, text the first of them must show)
+    "tiles_only_small_blocks": ({"blocked_correct", "blocked_speed"},
+                                "multiplied operands larger than the block size"),
+    "forges_repeated_timed_calls": ({"blocked_speed"}, "slower than NumPy"),
+    "works_in_another_process": ({"blocked_correct", "blocked_speed"},
+                                 "Resource temporarily unavailable"),
+}
+
+
+def _hostile(course: Course, name: str):
+    return hostile.BY_STUDENT[name].build(hostile.Context(course, 9, "unused"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(THREE_KINDS))
+def test_the_three_kinds_of_cheat_lose_the_blocked_points(gradescope_home, scratch_course, name):
+    lost, says = THREE_KINDS[name]
+    results, _ = run_autograder(gradescope_home, _hostile(scratch_course, name))
+    assert_gradescope_format(results)
+    tests = scored(results)
+    assert {g for g, t in tests.items() if t["score"] == 0} == lost
+    assert says in tests[sorted(lost)[0]]["output"]
+
+
+@pytest.mark.slow
+def test_without_bubblewrap_a_worker_still_cannot_start_a_process(bundle, tmp_path, scratch_course):
+    """Where the container cannot run bubblewrap, the worker runs as uid 65534 with the same
+    policy: its fork fails as in the sandbox. The tree is laid out where that user can read it."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="gradescope-"))
+    try:
+        root.chmod(0o755)
+        home = _lay_out(bundle, root)
+        nbformat.write(_hostile(scratch_course, "works_in_another_process"),
+                       home / "submission" / "acceleration.ipynb")
+        env = _environment(AUTOGRADER_ROOT=str(home), AUTOGRADER_LAUNCHER="unprivileged")
+        proc = subprocess.run(unprivileged.command(["bash", str(home / "run_autograder")]),
+                              cwd=home, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "student code runs as: unprivileged user 65534" in proc.stdout
+        tests = scored(json.loads((home / "results" / "results.json").read_text()))
+        assert {g for g, t in tests.items() if t["score"] == 0} == {"blocked_correct",
+                                                                     "blocked_speed"}
+        assert "Resource temporarily unavailable" in tests["blocked_correct"]["output"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

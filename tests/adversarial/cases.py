@@ -800,19 +800,25 @@ def patches_the_worker_protocol(ctx: Context):
 
 
         def _skip_timed_calls():
-            """Find the worker's request table and make timed calls of matmul_blocked free."""
+            """Find the worker's session on the stack and make batches of matmul_blocked calls
+            free: every call of a batch gets the result of the last single call."""
             frame = _sys._getframe()
             while frame is not None:
-                handlers = frame.f_locals.get("handlers")
-                if isinstance(handlers, dict) and "repeat" in handlers:
-                    original = handlers["repeat"]
+                session = frame.f_locals.get("session")
+                if session is not None and hasattr(session, "call"):
+                    original, last = session.call, {}
 
-                    def repeat(header, arrays):
-                        if header.get("target", {}).get("name") == "matmul_blocked":
-                            return {}
-                        return original(header, arrays)
+                    def call(header, arrays):
+                        calls = header.get("calls", [])
+                        if header.get("target", {}).get("name") != "matmul_blocked":
+                            return original(header, arrays)
+                        if len(calls) > 1 and "value" in last:
+                            return {"values": [last["value"]] * len(calls), "products": []}
+                        reply = original(header, arrays)
+                        last["value"] = reply["values"][-1]
+                        return reply
 
-                    handlers["repeat"] = repeat
+                    session.call = call
                     return True
                 frame = frame.f_back
             return False
@@ -847,6 +853,187 @@ def hides_cpu_time_in_threads(ctx: Context):
     ''')
     return _edited(ctx, blocked_impl=_answers(ctx)["blocked_impl"] + "\n\n" + SIX_TIMES
                    + "\n\n" + threaded)
+
+
+# Tiles of pure Python loops: correct, about 200 ns per multiply-add (3-4 s at 256x256).
+PYTHON_TILES = _code('''
+    def _python_tiles(a, b, block_size=64):
+        m, k = a.shape
+        n = b.shape[1]
+        c = np.zeros((m, n), dtype=np.float32)
+        for i0 in range(0, m, block_size):
+            for j0 in range(0, n, block_size):
+                for p0 in range(0, k, block_size):
+                    for i in range(i0, min(i0 + block_size, m)):
+                        for j in range(j0, min(j0 + block_size, n)):
+                            total = 0.0
+                            for p in range(p0, min(p0 + block_size, k)):
+                                total += a[i, p] * b[p, j]
+                            c[i, j] += total
+        return c
+''')
+
+CHECK_SHAPES = _code('''
+    def _check_shapes(a, b):
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError(f"incompatible shapes {a.shape} @ {b.shape}")
+''')
+
+
+def _blocked(ctx: Context, *sources: str) -> nbformat.NotebookNode:
+    """The reference blocked cell (its matmul_blocked kept as _tiled_product), then `sources`."""
+    reference = _answers(ctx)["blocked_impl"] + "\n\n_tiled_product = matmul_blocked\n"
+    return _edited(ctx, blocked_impl="\n\n".join([reference, CHECK_SHAPES, *sources]))
+
+
+def tiles_only_small_blocks(ctx: Context):
+    return _blocked(ctx, _code('''
+        def matmul_blocked(a, b, block_size=64):
+            """Tiles honestly below 32; from 32 on (the default 64 included), one product."""
+            _check_shapes(a, b)
+            if block_size >= 32:
+                return (a @ b).astype(np.float32)
+            return _tiled_product(a, b, block_size)
+    '''))
+
+
+def hides_an_untiled_product(ctx: Context):
+    return _blocked(ctx, _code('''
+        def matmul_blocked(a, b, block_size=64):
+            """The same, on plain copies of the grader's arrays, so that no product is logged."""
+            _check_shapes(a, b)
+            if block_size >= 32:
+                return (np.asarray(a) @ np.asarray(b)).astype(np.float32)
+            return _tiled_product(a, b, block_size)
+    '''))
+
+
+def forges_the_product_log(ctx: Context):
+    return _blocked(ctx, _code('''
+        import sys as _sys
+
+        _tracked = _sys.modules.get("autograder.trusted.tracked")
+        _block = [64]
+        if _tracked is not None:
+            _entries = _tracked.ProductLog.entries
+
+            def _forged_entries(self):
+                """Products larger than the last block size become tiles of that size."""
+                b, kept = _block[0], []
+                for op, left, right, count in _entries(self):
+                    if max([*left, *right, 0]) > b:
+                        op, left, right = "@ / np.matmul", [b, b], [b, b]
+                    kept.append([op, left, right, count])
+                return kept
+
+            _tracked.ProductLog.entries = _forged_entries
+
+
+        def matmul_blocked(a, b, block_size=64):
+            """One untiled product at every block size, behind a forged log."""
+            _check_shapes(a, b)
+            _block[0] = block_size
+            return (a @ b).astype(np.float32)
+    '''))
+
+
+def forges_repeated_timed_calls(ctx: Context):
+    return _blocked(ctx, PYTHON_TILES, _code('''
+        _last = []
+
+
+        def matmul_blocked(a, b, block_size=64):
+            """Python-loop tiles; when the same arrays come back (a timing loop), a fake that gets
+            row 0 and the total sum right, in O(n^2)."""
+            _check_shapes(a, b)
+            if _last and _last[0] is a and _last[1] is b:
+                c = np.zeros((a.shape[0], b.shape[1]), dtype=np.float32)
+                c[0] = a[0] @ b
+                c[-1, -1] += float(a.sum(axis=0) @ b.sum(axis=1)) - c.sum()
+                return c
+            _last[:] = [a, b]
+            return _python_tiles(a, b, block_size)
+    '''))
+
+
+def works_in_another_process(ctx: Context):
+    return _blocked(ctx, _code('''
+        import os as _os
+
+
+        def matmul_blocked(a, b, block_size=64):
+            """The tiles computed by a forked helper, whose CPU time the worker's clock misses."""
+            _check_shapes(a, b)
+            a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+            out = np.zeros((a.shape[0], b.shape[1]), dtype=np.float32)
+            read_end, write_end = _os.pipe()
+            pid = _os.fork()
+            if pid == 0:
+                _os.write(write_end, _tiled_product(a, b, block_size).tobytes())
+                _os._exit(0)
+            _os.close(write_end)
+            data = b""
+            while len(data) < out.nbytes:
+                data += _os.read(read_end, out.nbytes - len(data))
+            _os.waitpid(pid, 0)
+            return np.frombuffer(data, dtype=np.float32).reshape(out.shape).copy()
+    '''))
+
+
+def inspects_its_caller(ctx: Context):
+    return _blocked(ctx, SIX_TIMES, _code('''
+        import sys as _sys
+
+        _last = {}
+
+
+        def matmul_blocked(a, b, block_size=64):
+            """Six times too slow, except when the frames above show a batch of calls (a timing
+            loop): then the last result of that shape, at once."""
+            _check_shapes(a, b)
+            frame = _sys._getframe(1)
+            while frame is not None:
+                header = frame.f_locals.get("header")
+                if isinstance(header, dict) and len(header.get("calls", ())) > 1 \
+                        and a.shape in _last:
+                    return _last[a.shape]
+                frame = frame.f_back
+            _last[a.shape] = _six_times(a, b, block_size)
+            return _last[a.shape]
+    '''))
+
+
+def caches_by_content(ctx: Context):
+    return _blocked(ctx, SIX_TIMES, _code('''
+        import hashlib as _hashlib
+
+        _cache = {}
+
+
+        def matmul_blocked(a, b, block_size=64):
+            """Six times too slow, with results cached by a hash of the inputs' bytes."""
+            _check_shapes(a, b)
+            key = _hashlib.sha1(np.ascontiguousarray(a).tobytes()
+                                + np.ascontiguousarray(b).tobytes()).hexdigest() + str(block_size)
+            if key not in _cache:
+                _cache[key] = _six_times(a, b, block_size)
+            return _cache[key]
+    '''))
+
+
+def returns_views_of_an_earlier_result(ctx: Context):
+    return _blocked(ctx, SIX_TIMES, _code('''
+        _buffers = {}
+
+
+        def matmul_blocked(a, b, block_size=64):
+            """Six times too slow the first time for each shape; then a view of that result."""
+            _check_shapes(a, b)
+            shape = (a.shape[0], b.shape[1])
+            if shape not in _buffers:
+                _buffers[shape] = _six_times(a, b, block_size)
+            return _buffers[shape][:, :]
+    '''))
 
 
 def _case(build, attack: str, lost=(), **kwargs) -> Case:
@@ -969,9 +1156,44 @@ CASES = [
           "of one input are free",
           {"blocked_speed"}),
     _case(patches_the_worker_protocol,
-          "a blocked 6x too slow whose cell rewrites the worker's request table so that timed "
-          "calls of matmul_blocked do nothing",
-          {"blocked_speed"}),
+          "a blocked 6x too slow whose cell finds the worker's session on the stack and answers "
+          "every batch of calls of matmul_blocked with the last single result",
+          {"blocked_speed"}, messages={"blocked_speed": "slower than"}),
+    _case(tiles_only_small_blocks,
+          "tiles honestly at block sizes below 32 and returns one untiled library product from "
+          "32 on, the default 64 included",
+          {"blocked_correct", "blocked_speed"},
+          messages={"blocked_correct": "at the default block_size=64 multiplied operands "
+                                       "larger than the block size"}),
+    _case(hides_an_untiled_product,
+          "the same, multiplying plain copies (np.asarray) of the grader's arrays so that the "
+          "product log stays empty",
+          {"blocked_correct", "blocked_speed"},
+          messages={"blocked_correct": "does not tile at block_size=64"}),
+    _case(forges_the_product_log,
+          "one untiled product at every block size, with the worker's product log rewritten to "
+          "report tiles of the block size",
+          {"blocked_correct", "blocked_speed"},
+          messages={"blocked_speed": "does not tile at block_size=64"}),
+    _case(forges_repeated_timed_calls,
+          "Python-loop tiles that answer a repeated call on the same arrays with a fake that "
+          "gets row 0 and the total sum right",
+          {"blocked_speed"}, messages={"blocked_speed": "slower than NumPy"}),
+    _case(works_in_another_process,
+          "the tiles computed in a helper process (a fork), out of the worker's CPU clock",
+          {"blocked_correct", "blocked_speed"},
+          messages={"blocked_correct": "Resource temporarily unavailable"}),
+    _case(inspects_its_caller,
+          "a blocked 6x too slow that looks up its callers' frames and answers the calls of a "
+          "batch (a timing loop) with its last result",
+          {"blocked_speed"}, messages={"blocked_speed": "slower than"}),
+    _case(caches_by_content,
+          "a blocked 6x too slow that caches its results by a hash of the inputs' bytes",
+          {"blocked_speed"}, messages={"blocked_speed": "slower than"}),
+    _case(returns_views_of_an_earlier_result,
+          "a blocked 6x too slow that answers every later call of a shape with a view of its "
+          "first result",
+          {"blocked_speed"}, messages={"blocked_speed": "wrong result in a timed call"}),
     _case(hides_cpu_time_in_threads,
           "a blocked 6x too slow that does its work in a short-lived thread (the worker may not "
           "start threads, so the call fails)",
