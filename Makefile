@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 READY  := $(VENV)/.installed
 DEBIAN_PACKAGES := bubblewrap chromium chromium-driver
 DEMO   := build/demo
+COURSE ?= .
+PORT   ?= 8888
 
 .PHONY: help demo test test-fast release system-packages formgrader calibrate bench clean
 
@@ -43,8 +45,16 @@ test-fast: $(READY)  ## the quick tests only
 release: $(READY)  ## regenerate release/ from source/ (commit the result)
 	$(PY) -m autograder release
 
-formgrader: $(READY)  ## start Jupyter Lab in the course root for nbgrader's formgrader (hand grading)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --no-browser --ServerApp.root_dir="$(CURDIR)"
+# The formgrader reads nbgrader_config.py from the folder Jupyter starts in, so it starts in COURSE.
+formgrader: $(READY)  ## hand-grade in nbgrader's formgrader: Jupyter Lab in COURSE (default: the repository root)
+	@test -f "$(COURSE)/nbgrader_config.py" || { echo "make formgrader: $(COURSE) is not a course root:" \
+	  "it has no nbgrader_config.py (after \`make demo\`, run: make formgrader COURSE=$(DEMO))" >&2; exit 1; }
+	@course="$$(cd "$(COURSE)" && pwd)"; token="$$($(PY) -c 'import secrets; print(secrets.token_hex(24))')"; \
+	echo "formgrader for the course in $$course"; \
+	echo "point your browser at http://localhost:$(PORT)/formgrader?token=$$token (Ctrl-C twice stops it)"; \
+	cd "$$course" && JUPYTER_TOKEN="$$token" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	  exec "$(CURDIR)/$(VENV)/bin/jupyter" lab --no-browser --ServerApp.root_dir="$$course" \
+	  --ServerApp.port=$(PORT) --ServerApp.port_retries=0 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 calibrate: $(READY)  ## check the timing limits on this machine (reference vs 3x-slow variants)
 	$(PY) -m autograder calibrate
