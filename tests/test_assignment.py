@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -130,3 +131,61 @@ def test_graders_see_the_rubric_students_do_not(graded_course):
     assert graded.count("### BEGIN MARK SCHEME") == 4
     assert "BEGIN MARK SCHEME" not in (Course.at(REPO_ROOT).release_dir /
                                        "acceleration.ipynb").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# What graders read: the student's own measurements, as the sandboxed kernel made them
+# ------------------------------------------------------------------------------------------------
+SPECTRUM_HEADER = "   n   naive (ms)  blocked (ms)  NumPy (ms)"
+PRINTED_TIME = re.compile(r"([0-9][0-9,]*\.?[0-9]*)\s*ms\b")
+
+
+def _spectrum(nb) -> dict[tuple[str, int], float]:
+    """(implementation, n) -> milliseconds, from the table the reference spectrum cell prints."""
+    cell = next(c for c in nb.cells if _nbgrader(c).get("grade_id") == "spectrum_plot")
+    text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+    lines = text.splitlines()
+    table = lines[lines.index(SPECTRUM_HEADER) + 1:]
+    figures = {}
+    for line in table:
+        n, cells = int(line[:4]), line[4:]
+        for i, name in enumerate(("naive", "blocked", "numpy")):
+            value = cells[12 * i:12 * (i + 1)].strip()
+            if value:
+                figures[name, n] = float(value)
+    return figures
+
+
+def _unsandboxed_run(submitted: Path):
+    """The same notebook, run by a plain kernel on this machine, test cells left out."""
+    from nbclient import NotebookClient
+
+    from autograder.trusted.runner import is_test_cell
+
+    nb = nbformat.read(submitted, as_version=4)
+    nb.cells = [c for c in nb.cells if not is_test_cell(c)]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    return nb
+
+
+@pytest.mark.slow
+def test_the_graded_notebook_shows_what_the_student_measured(graded_course):
+    graded = nbformat.read(graded_course.autograded_dir("1001") / "acceleration.ipynb", 4)
+    errors = [(_nbgrader(c).get("grade_id", ""), o.get("ename"), o.get("evalue"))
+              for c in graded.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert errors == [], "the reference fails no test, so no cell may show an error"
+
+    printed = "".join(o.get("text", "") for c in graded.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    times = [float(t.replace(",", "")) for t in PRINTED_TIME.findall(printed)]
+    assert len(times) == 2 + 3 * 2 and min(times) > 0, printed   # the loop, the workloads
+    assert "x faster)" in printed and "ZeroDivisionError" not in printed
+
+    sandboxed = _spectrum(graded)
+    assert min(sandboxed.values()) > 0, sandboxed
+    plain = _spectrum(_unsandboxed_run(graded_course.submitted_dir("1001") / "acceleration.ipynb"))
+    assert sandboxed.keys() == plain.keys() and len(sandboxed) == 5 + 7 + 7
+    far = {key: (sandboxed[key], plain[key]) for key in plain
+           if not 0.5 <= sandboxed[key] / plain[key] <= 2}
+    assert far == {}, f"spectrum figures (ms) more than 2x from an unsandboxed run: {far}"

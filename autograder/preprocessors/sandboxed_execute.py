@@ -88,7 +88,8 @@ class SandboxedExecute(Execute):
     def create_kernel_manager(self):
         if not self.sandbox:
             return super().create_kernel_manager()
-        from ..sandbox import SandboxPolicy, grant_access
+        from ..sandbox import grant_access
+        from ..trusted.launch import kernel_policy
 
         self.kernel_name = self.kernel_name or self.nb.metadata.get("kernelspec", {}).get(
             "name", "python3")
@@ -97,10 +98,7 @@ class SandboxedExecute(Execute):
         workdir = os.path.join(self._scratch, "work")
         os.mkdir(runtime)
         os.mkdir(workdir)
-        policy = SandboxPolicy(memory_bytes=self.memory_bytes, workdir=workdir,
-                               uid=self.sandbox_uid, gid=self.sandbox_uid,
-                               env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                                    "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+        policy = kernel_policy(workdir, self.sandbox_uid, self.memory_bytes)
         grant_access(workdir, policy)
         self.km = SandboxedKernelManager(kernel_name=self.kernel_name, config=self.config,
                                          transport="ipc", policy=policy,

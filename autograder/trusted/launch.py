@@ -44,6 +44,21 @@ def worker_policy(uid: int = NOBODY, memory_bytes: int = WORKER_MEMORY) -> sandb
                                "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"})
 
 
+def kernel_policy(workdir: str, uid: int = NOBODY,
+                  memory_bytes: int = WORKER_MEMORY) -> sandbox.SandboxPolicy:
+    """The sandbox policy of the Jupyter kernel that runs a student's notebook for graders to read.
+
+    Like the worker's, with room for the kernel's own threads and processes, a working folder,
+    and no CPU-time rlimit either: with one, the kernel's own clock (`time.process_time`) moves
+    in whole scheduler ticks and the notebook's timings of short calls come out as 0 or 4 ms.
+    Its time is bounded by the notebook's time budget instead (SandboxedExecute.budget).
+    """
+    return sandbox.SandboxPolicy(
+        memory_bytes=memory_bytes, cpu_seconds=None, workdir=workdir, uid=uid, gid=uid,
+        env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+             "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+
+
 def local_launcher(argv: list[str], env: dict, pass_fds: tuple = ()) -> subprocess.Popen:
     """Run the worker as a plain child process (no sandbox, no limits)."""
     return subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -578,6 +578,13 @@ ax.set_title("The speed spectrum of matrix multiplication (one core)")
 ax.grid(True, which="both", alpha=0.3)
 ax.legend()
 plt.show()
+
+print("   n   naive (ms)  blocked (ms)  NumPy (ms)")
+for n in sorted(set(naive_sizes) | set(fast_sizes)):
+    row = [f"{timings[name][sizes.index(n)] * 1e3:12.4f}" if n in sizes else " " * 12
+           for name, sizes in (("naive", naive_sizes), ("blocked", fast_sizes),
+                               ("numpy", fast_sizes))]
+    print(f"{n:4d}" + "".join(row))
 ### END SOLUTION
 
 # %% [markdown]
