@@ -92,15 +92,22 @@ def run(args: argparse.Namespace) -> int:
         if code not in (0,):
             print(f"demo stopped: `{title}` exited with {code}")
             return code
+    from .performance import BLOCKED, FOCUS
     from .results import format_points, load_cohort
 
-    print("\nScores (written answers still to be graded in formgrader):")
-    print(f"  {'student':<8} {'autograded':>10} {'late penalty':>13} {'total':>6}")
+    print("\nScores (written answers still to be graded in formgrader), and the speed of "
+          f"matmul_blocked at {FOCUS}x{FOCUS} as the grader measured it:")
+    print(f"  {'student':<8} {'autograded':>10} {'late penalty':>13} {'total':>6}   "
+          f"{'blocked GFLOP/s':>15} {'of the peak':>11}")
     for r in load_cohort(course):
+        gflops = r.performance.gflops(BLOCKED) if r.performance else None
+        speed = (f"{gflops:15.1f} {r.performance.fraction(BLOCKED):11.0%}" if gflops
+                 else f"{'-':>15} {'-':>11}")
         print(f"  {r.student:<8} {format_points(r.auto_score):>7}/{format_points(r.auto_max):<2} "
-              f"{format_points(r.late_penalty):>13} {format_points(r.score):>6}")
+              f"{format_points(r.late_penalty):>13} {format_points(r.score):>6}   {speed}")
     print(f"\nDemo course: {course.root}")
     print(f"  grades:   {course.root / 'grades.csv'} (Canvas import: grades-canvas.csv)")
     print(f"  feedback: {course.root / 'feedback'}/<student>/acceleration/acceleration.html")
     print(f"  report:   {course.root / 'reports' / 'index.html'}")
+    print(f"  hand grading: make formgrader COURSE={course.root}")
     return 0

@@ -1,7 +1,9 @@
 """Write one HTML feedback page per student from the gradebook.
 
 The page shows the score per part, every test with the message of its failure, the timing figures
-against their limits, and the state of the written answers. It is built from the results records,
+against their limits, how close the student's products came to the machine (GFLOP/s and the
+fraction of the one-core peak, with a plot of the grader's measurements at a few sizes and a
+sentence on what the gap means), and the state of the written answers. It is built from the results records,
 not from the graded notebook, so the source of hidden tests never reaches students (nbgrader's own
 feedback renders the whole notebook, hidden tests included).
 
@@ -11,11 +13,16 @@ Pages go to nbgrader's feedback folder, `feedback/<student>/acceleration/acceler
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
+import io
 from pathlib import Path
 
+from . import machine
 from .course import Course
+from .performance import BLOCKED, FOCUS, NUMPY, Performance
 from .results import PART_TITLES, StudentResult, format_points, load_cohort
+from .trusted.profile import PEAK
 
 ASSIGNMENT_TITLE = "Hardware acceleration: from triple loops to a fast-path backend"
 TIMING_TITLES = {
@@ -35,10 +42,50 @@ def _template():
     return env.get_template("feedback.html.j2")
 
 
+# The profile's lines, as the student's plot and table name them.
+PROFILE_LINES = [
+    (BLOCKED, "your matmul_blocked", "C0", "o-"),
+    (f"{BLOCKED} reference", "reference tiling", "C0", "o--"),
+    (NUMPY, "your matmul_numpy", "C1", "s-"),
+    (PEAK, "NumPy, one core (peak)", "C1", "s--"),
+]
+
+
+def speed_plot(perf: Performance | None) -> str | None:
+    """The profile as a small log-log plot, a data: URI (the page stands alone), or None."""
+    profile = perf.profile if perf else None
+    if not profile or not profile.seconds:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    for name, label, colour, style in PROFILE_LINES:
+        points = sorted(profile.seconds.get(name, {}).items())
+        if points:
+            ax.loglog([n for n, _ in points], [s * 1e3 for _, s in points], style,
+                      color=colour, label=label)
+    ax.set_xlabel("n: an n x n product")
+    ax.set_ylabel("milliseconds per product")
+    ax.set_xticks(profile.sizes, [str(n) for n in profile.sizes])
+    ax.grid(True, which="both", color="#e4e4e4")
+    ax.legend(fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def render(result: StudentResult) -> str:
     late = str(datetime.timedelta(seconds=round(result.seconds_late)))
+    perf = result.performance
     return _template().render(r=result, fmt=format_points, late=late, part_titles=PART_TITLES,
-                              timing_titles=TIMING_TITLES, assignment_title=ASSIGNMENT_TITLE)
+                              timing_titles=TIMING_TITLES, assignment_title=ASSIGNMENT_TITLE,
+                              perf=perf, plot=speed_plot(perf), focus=FOCUS,
+                              lines=PROFILE_LINES, machine=machine.summary(result.machine)
+                              if result.machine else "")
 
 
 def feedback_path(course: Course, student: str) -> Path:

@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import machine
 from .course import REPO_ROOT, Course, CourseError, tool_environment
 from .release import ensure_gradebook
 
@@ -50,6 +51,7 @@ class GradingRecord:
     max_score: float = 0.0
     tests: str = ""          # GradingBasis.tests when it was graded
     grader: str = ""         # GradingBasis.grader when it was graded
+    machine: dict = field(default_factory=dict)   # machine.describe() of where it was graded
 
     @property
     def ok(self) -> bool:
@@ -309,7 +311,7 @@ def grade_one(course: Course, student: str, worker: AutogradeWorker, basis: Grad
     status, reason = worker.autograde(student, timeout)
     record = GradingRecord(student=student, fingerprint=digest, status=status, reason=reason,
                            seconds=round(time.monotonic() - started, 2), finished_at=time.time(),
-                           tests=basis.tests, grader=basis.grader)
+                           tests=basis.tests, grader=basis.grader, machine=machine.describe())
     if status == "graded":
         record.score, record.max_score = _autograde_scores(course, student)
     _write_record(course, record)

@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -54,7 +54,10 @@ import nbformat
 from .gradescope import (CONFIG_FILE, DEFAULT_BUDGET, DEFAULT_TIME_LIMIT, HIDDEN_BEGIN, HIDDEN_END,
                          TEMPLATE_DIR, has_hidden_tests)
 from .results import PART_TITLES, TIMING_LINE, _failure_message, part_of
+from . import machine
+from .performance import BLOCKED, FOCUS, NUMPY, Performance
 from .trusted import launch, remote, runner
+from .trusted.profile import PEAK
 
 DEFAULT_ROOT = "/autograder"
 HIDDEN_PART = ":hidden"                  # grade id suffix of the hidden half of a split cell
@@ -388,11 +391,38 @@ def leaderboard(outcomes: dict) -> list[dict]:
     return []
 
 
+def performance_entry(perf: Performance | None) -> dict | None:
+    """A visible entry without points: how close the student's products came to the machine."""
+    if perf is None or perf.profile is None or not perf.profile.seconds:
+        return None
+    names = [(BLOCKED, "your matmul_blocked"), (f"{BLOCKED} reference", "reference tiling"),
+             (NUMPY, "your matmul_numpy"), (PEAK, "NumPy, one core (peak)")]
+    lines = [f"Measured by the grader at {FOCUS}x{FOCUS} on this container ("
+             f"{machine.summary(machine.describe())}):"]
+    for name, label in names:
+        gflops = perf.gflops(name)
+        if gflops is not None:
+            lines.append(f"  {label:24s} {gflops:7.1f} GFLOP/s  "
+                         f"{perf.fraction(name):6.0%} of the peak")
+    lines += ["", *perf.meaning(), "", "Milliseconds per product:",
+              "     n  " + "".join(f"{label:>24s}" for _, label in names)]
+    for n in perf.profile.sizes:
+        cells = [perf.profile.seconds.get(name, {}).get(n) for name, _ in names]
+        lines.append(f"  {n:4d}  " + "".join(f"{s * 1e3:24.3f}" if s else f"{'-':>24s}"
+                                            for s in cells))
+    return {"name": "How close to the machine (no points)", "score": 0.0, "max_score": 0.0,
+            "output": "\n".join(lines), "visibility": "visible"}
+
+
 def results_json(graded: list[GradedCell], outcomes: dict, summary: list[str], seconds: float,
-                 answers: tuple[float, list] | None, missing: str) -> dict:
+                 answers: tuple[float, list] | None, missing: str,
+                 perf: Performance | None = None) -> dict:
     tests = [entry for cell in graded for entry in test_entries(cell, outcomes, missing)]
     if answers is not None and answers[1]:
         tests.append(answers_entry(*answers))
+    profile_entry = performance_entry(perf)
+    if profile_entry and tests:
+        tests.append(profile_entry)
     results = {
         "output": "\n".join(summary),
         "output_format": "text",
@@ -404,6 +434,7 @@ def results_json(graded: list[GradedCell], outcomes: dict, summary: list[str], s
     }
     if not tests:
         results["score"] = 0.0
+    results["extra_data"] = {"machine": machine.describe()}
     board = leaderboard(outcomes)
     if board:
         results["leaderboard"] = board
@@ -449,8 +480,9 @@ class Grading:
         return dict(self.report.outcomes)
 
     def write(self, summary: list[str], missing: str) -> bool:
+        perf = Performance(self.report.profile, [asdict(s) for s in self.report.speeds])
         return self.results.write(results_json(self.graded, self.outcomes(), summary,
-                                               self.elapsed(), self.answers, missing))
+                                               self.elapsed(), self.answers, missing, perf))
 
     def load_template(self) -> None:
         self.template = nbformat.read(self.source / TEMPLATE_DIR / self.notebook_name,

@@ -14,13 +14,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import machine
 from .course import NOTEBOOK, Course, CourseError
+from .performance import BLOCKED, FOCUS, NUMPY
 from .results import PART_TITLES, StudentResult, load_cohort, part_of
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
 
 SPEED_TIMING = "blocked_vs_numpy_256"             # how many times slower than NumPy: lower is faster
+SPEED_PAIR = (BLOCKED, "np.matmul")               # the same measurement in the performance record
 NAIVE_TIMING = "blocked_speedup_over_naive_64"    # how many times faster than the triple loop
 BLOCKED_TEST = "blocked_correct"                  # the leaderboard admits only correct products
 
@@ -31,6 +34,7 @@ PLOT_FILES = {
     "scores": "scores.png",
     "pass_rates": "pass_rates.png",
     "speed": "speed_ratio.png",
+    "peak": "peak_fraction.png",
     "leaderboard": "leaderboard.png",
 }
 
@@ -81,6 +85,19 @@ class LeaderRow:
     limit: float
     within_limit: bool
     speedup: float | None    # over the naive loop at 64x64, when the hidden test measured it
+    low: float | None = None       # the range the ratio could take within measurement noise
+    high: float | None = None
+    tied: bool = False             # its range overlaps the first of its rank's
+
+    @property
+    def rank_text(self) -> str:
+        return f"={self.rank}" if self.tied else str(self.rank)
+
+
+@dataclass
+class MachineGroup:
+    summary: str
+    students: list[str]
 
 
 @dataclass
@@ -164,7 +181,12 @@ def speed_ratios(cohort: list[StudentResult]) -> list[tuple[str, float, float]]:
 
 
 def leaderboard(cohort: list[StudentResult]) -> list[LeaderRow]:
-    """Students whose blocked matmul is correct, fastest (lowest ratio to NumPy) first."""
+    """Students whose blocked matmul is correct, fastest (lowest ratio to NumPy) first.
+
+    Each figure has the range it could take within measurement noise (`Performance.ratio_range`);
+    a student whose range overlaps that of the first student of a rank shares that rank, so
+    ties within noise show as ties ("=2").
+    """
     entries = []
     for result in cohort:
         if result.status != "graded":
@@ -174,11 +196,42 @@ def leaderboard(cohort: list[StudentResult]) -> list[LeaderRow]:
         if correct is None or not correct.passed or timing is None:
             continue
         naive = result.timing(NAIVE_TIMING)
-        entries.append((timing.value, result.student, timing, naive))
-    entries.sort(key=lambda e: (e[0], e[1]))
-    return [LeaderRow(rank=i, student=student, ratio=timing.value, limit=timing.limit,
-                      within_limit=timing.passed, speedup=naive.value if naive else None)
-            for i, (_, student, timing, naive) in enumerate(entries, start=1)]
+        spread = result.performance.ratio_range(*SPEED_PAIR) if result.performance else None
+        low, high = (spread[1], spread[2]) if spread else (timing.value, timing.value)
+        entries.append(LeaderRow(0, result.student, timing.value, timing.limit, timing.passed,
+                                 naive.value if naive else None, low, high))
+    entries.sort(key=lambda row: (row.ratio, row.student))
+    leader = None
+    for position, row in enumerate(entries, start=1):
+        if leader is not None and row.low <= leader.high:
+            row.rank, row.tied, leader.tied = leader.rank, True, True
+        else:
+            row.rank, leader = position, row
+    return entries
+
+
+def machines(cohort: list[StudentResult]) -> list[MachineGroup]:
+    """The machines the cohort was graded on, most students first."""
+    groups: dict[str, MachineGroup] = {}
+    for result in cohort:
+        if result.machine:
+            key = machine.fingerprint(result.machine)
+            groups.setdefault(key, MachineGroup(machine.summary(result.machine), []))
+            groups[key].students.append(result.student)
+    return sorted(groups.values(), key=lambda g: (-len(g.students), g.summary))
+
+
+def peak_fractions(cohort: list[StudentResult]) -> dict[str, list[tuple[str, float]]]:
+    """function -> (student, fraction of the one-core peak at the feedback size) for the cohort."""
+    found: dict[str, list[tuple[str, float]]] = {BLOCKED: [], NUMPY: []}
+    for result in cohort:
+        if result.status != "graded" or result.performance is None:
+            continue
+        for name in found:
+            fraction = result.performance.fraction(name)
+            if fraction is not None:
+                found[name].append((result.student, fraction))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,6 +443,28 @@ def plot_speed(ratios: list[tuple[str, float, float]], path: Path) -> str | None
     return _save(fig, path)
 
 
+def plot_peak_fractions(fractions: dict[str, list[tuple[str, float]]], path: Path) -> str | None:
+    if not any(fractions.values()):
+        return None
+    import numpy as np
+
+    fig = _figure(8, 3.6)
+    ax = fig.subplots()
+    top = max(1.0, max(f for values in fractions.values() for _, f in values) * 1.1)
+    bins = np.linspace(0, top, 21)
+    for (name, values), colour in zip(fractions.items(), ("#3a6ea5", "#c07a2f")):
+        if values:
+            ax.hist([f for _, f in values], bins=bins, color=colour, alpha=0.75,
+                    edgecolor="white", label=f"{name} ({_students(len(values))})")
+    ax.axvline(1.0, color="#555555", linestyle=":", label="the one-core peak (NumPy)")
+    ax.set_xlabel(f"fraction of the machine's one-core peak at {FOCUS}x{FOCUS} (GFLOP/s / peak)")
+    ax.set_ylabel("students")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title("How close each product came to the machine")
+    ax.legend()
+    return _save(fig, path)
+
+
 def plot_leaderboard(rows: list[LeaderRow], path: Path) -> str | None:
     if not rows:
         return None
@@ -397,13 +472,15 @@ def plot_leaderboard(rows: list[LeaderRow], path: Path) -> str | None:
     ax = fig.subplots()
     positions = list(range(len(rows)))
     ax.barh(positions, [r.ratio for r in rows], height=0.7,
-            color=["#2e8b57" if r.within_limit else "#b22222" for r in rows])
-    ax.set_yticks(positions, [f"#{r.rank}  {r.student}" for r in rows])
+            color=["#2e8b57" if r.within_limit else "#b22222" for r in rows],
+            xerr=[[r.ratio - r.low for r in rows], [r.high - r.ratio for r in rows]],
+            error_kw={"ecolor": "#333333", "capsize": 3})
+    ax.set_yticks(positions, [f"#{r.rank_text}  {r.student}" for r in rows])
     ax.invert_yaxis()
     limit = max(r.limit for r in rows)
     ax.axvline(limit, color="#b22222", linestyle="--", linewidth=1.5,
                label=f"limit: at most {limit:g}x")
-    ax.set_xlim(0, max(max(r.ratio for r in rows), limit) * 1.15)
+    ax.set_xlim(0, max(max(r.high for r in rows), limit) * 1.15)
     ax.set_xlabel("times slower than NumPy at 256x256 (shorter bar = faster)")
     ax.set_title("Blocked matmul leaderboard (correct implementations only)")
     ax.legend(loc="lower right")
@@ -449,11 +526,13 @@ def render(course: Course, cohort: list[StudentResult], out_dir: Path,
     rates = pass_rates(cohort, _grade_order(course))
     ratios = sorted(speed_ratios(cohort), key=lambda r: (r[1], r[0]))
     rows = leaderboard(cohort)
+    fractions = peak_fractions(cohort)
     similar = code_similarity(course, [r.student for r in cohort], threshold) if similarity else None
     plots = {
         "scores": plot_scores(cohort, out_dir / PLOT_FILES["scores"]),
         "pass_rates": plot_pass_rates(rates, out_dir / PLOT_FILES["pass_rates"]),
         "speed": plot_speed(ratios, out_dir / PLOT_FILES["speed"]),
+        "peak": plot_peak_fractions(fractions, out_dir / PLOT_FILES["peak"]),
         "leaderboard": plot_leaderboard(rows, out_dir / PLOT_FILES["leaderboard"]),
     }
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
@@ -464,7 +543,10 @@ def render(course: Course, cohort: list[StudentResult], out_dir: Path,
         speed_limit=max((limit for _, _, limit in ratios), default=None),
         speed_median=statistics.median([v for _, v, _ in ratios]) if ratios else None,
         speed_timing=SPEED_TIMING, blocked_test=BLOCKED_TEST, leaderboard=rows,
-        similarity=similar, plots=plots, noise_chars=NOISE_CHARS)
+        similarity=similar, plots=plots, noise_chars=NOISE_CHARS, machines=machines(cohort),
+        fractions=fractions, focus=FOCUS,
+        fraction_median={name: statistics.median([f for _, f in values])
+                         for name, values in fractions.items() if values})
     index = out_dir / "index.html"
     index.write_text(html, encoding="utf-8")
     return index

@@ -15,6 +15,7 @@ import nbformat
 
 from .course import Course
 from .grade import read_record
+from .performance import SUFFIX, Performance
 
 TIMING_LINE = re.compile(
     r"^\[timing\] (?P<name>[\w.-]+): (?P<value>[0-9.]+)x \(limit: (?P<kind>at most|at least) "
@@ -94,6 +95,8 @@ class StudentResult:
     timings: list[Timing] = field(default_factory=list)
     score: float = 0.0             # nbgrader's total, late penalty applied
     max_score: float = 0.0
+    machine: dict = field(default_factory=dict)        # where it was graded (machine.describe)
+    performance: Performance | None = None             # what grading measured of its speed
 
     @property
     def auto_score(self) -> float:
@@ -178,7 +181,7 @@ def load_student(course: Course, gb, student: str, order: dict[str, int]) -> Stu
         pass
     record = read_record(course, student)
     if record is not None:
-        result.status, result.reason = record.status, record.reason
+        result.status, result.reason, result.machine = record.status, record.reason, record.machine
     try:
         submission = gb.find_submission(course.assignment, student)
     except MissingEntry:
@@ -192,6 +195,8 @@ def load_student(course: Course, gb, student: str, order: dict[str, int]) -> Stu
         messages, timings = read_notebook_details(
             course.autograded_dir(student) / f"{notebook.name}.ipynb")
         result.timings.extend(timings)
+        result.performance = result.performance or Performance.read(
+            course.autograded_dir(student) / f"{notebook.name}{SUFFIX}")
         for grade in sorted(notebook.grades, key=lambda g: order.get(g.name, len(order))):
             if grade.cell.cell_type == "code":
                 result.tests.append(TestOutcome(grade.name, float(grade.score or 0),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -410,6 +411,12 @@ def test_reference_scores_full_marks(gradescope_home, scratch_course):
     written = next(t for t in results["tests"] if t["name"].startswith("Written answers"))
     assert written["max_score"] == 0 and written["visibility"] == "visible"
     assert "graded by hand" in written["output"] and "empty" not in written["output"]
+    profile = next(t for t in results["tests"] if t["name"].startswith("How close to the machine"))
+    assert profile["max_score"] == 0 and profile["visibility"] == "visible"
+    assert re.search(r"your matmul_blocked +[0-9.]+ GFLOP/s +[0-9]+% of the peak",
+                     profile["output"])
+    assert "Your tiles run at" in profile["output"]
+    assert results["extra_data"]["machine"]["blas_threads"] == 1
     # The instructor's own notebook (solutions in place) is a reference too: extra cells ignored.
     instructor = nbformat.read(scratch_course.source_notebook, 4)
     results, _ = run_autograder(gradescope_home, instructor)

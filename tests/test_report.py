@@ -13,8 +13,10 @@ import pytest
 
 from autograder.cli import main
 from autograder.course import Course
-from autograder.report import PLOT_FILES, build_report, code_similarity, render
-from autograder.results import load_cohort
+from autograder.performance import Performance
+from autograder.report import PLOT_FILES, build_report, code_similarity, leaderboard, render
+from autograder import results
+from autograder.results import StudentResult, Timing, load_cohort
 from tests.conftest import COHORT, submission, submit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -157,7 +159,9 @@ def test_graded_students_without_timings(graded_course, tmp_path):
     assert "No data: nobody has a correct blocked matmul" in html
     assert not (index.parent / PLOT_FILES["speed"]).exists()
     assert not (index.parent / PLOT_FILES["leaderboard"]).exists()
-    assert sorted(page.images) == sorted([PLOT_FILES["scores"], PLOT_FILES["pass_rates"]])
+    # 1002's matmul_numpy works, so the grader profiled it: the one plot of speed there is.
+    assert sorted(page.images) == sorted([PLOT_FILES["scores"], PLOT_FILES["pass_rates"],
+                                          PLOT_FILES["peak"]])
     assert "similarity" not in page.tables
     assert "fewer than two submissions have answer code of their own" in html
 
@@ -320,3 +324,38 @@ def test_report_renders_in_chromium(graded_course, tmp_path, capsys):
         assert driver.save_screenshot(str(tmp_path / "report.png"))
     finally:
         driver.quit()
+
+
+# ------------------------------------------------------------------------------------------------
+# The leaderboard within noise, and the machines
+# ------------------------------------------------------------------------------------------------
+def _timed(student: str, ratio: float, spread: float = 1.0, cpu: str = "CPU A") -> StudentResult:
+    """A graded student whose blocked product passed and was timed at `ratio` x NumPy."""
+    speeds = [{"function": "matmul_blocked", "reference": "np.matmul",
+               "shapes": [[256, 256], [256, 256]], "ratio": ratio, "spread": spread}]
+    return StudentResult(student, status="graded",
+                         tests=[results.TestOutcome("blocked_correct", 12, 12)],
+                         timings=[Timing("blocked_vs_numpy_256", ratio, "at most", 10)],
+                         performance=Performance(None, speeds),
+                         machine={"cpu": cpu, "cores": 2, "blas": "openblas 0.3",
+                                  "blas_threads": 1, "numpy": "2.4.6", "python": "3.11.7"})
+
+
+def test_ties_within_noise_share_a_rank():
+    cohort = [_timed("a", 2.0), _timed("b", 2.1), _timed("c", 3.0), _timed("d", 3.2, 1.5),
+              _timed("e", 6.0)]
+    rows = leaderboard(cohort)
+    assert [(r.student, r.rank_text) for r in rows] == [
+        ("a", "=1"), ("b", "=1"), ("c", "=3"), ("d", "=3"), ("e", "5")]
+    # At least the 25% within which the grader's own rule treats two timings as equal.
+    assert rows[0].high / rows[0].low == pytest.approx(1.25)
+    assert rows[3].high / rows[3].low == pytest.approx(1.5)
+
+
+def test_the_report_warns_when_the_cohort_was_graded_on_several_machines(course, tmp_path):
+    one = render(course, [_timed("a", 2.0), _timed("b", 3.0)], tmp_path / "one")
+    assert 'id="machines-warning"' not in one.read_text()
+    assert body_rows(parse(one).tables["machines"])[0][1] == "2: a, b"
+    two = render(course, [_timed("a", 2.0), _timed("b", 3.0, cpu="CPU B")], tmp_path / "two")
+    html = two.read_text()
+    assert 'id="machines-warning"' in html and "graded on 2 different" in html

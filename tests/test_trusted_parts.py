@@ -207,3 +207,45 @@ def test_without_bubblewrap_the_unprivileged_worker_cannot_fork_either():
     how, out = proc.stdout.splitlines()[:2]
     assert "unprivileged user 65534" in how
     assert out.count("refused") == 3, out
+
+
+# clocks: precise in both sandboxes ------------------------------------------------------------------
+
+BUSY = """
+import time
+
+
+def busy(seconds=0.0015):
+    start = now = time.process_time()
+    while now - start < seconds:
+        now = time.process_time()
+    return now - start
+"""
+
+
+def test_the_kernels_own_clock_is_finer_than_a_scheduler_tick(tmp_path):
+    """With a CPU-time rlimit, a process's own clock moves in whole ticks (4 ms here): a notebook
+    timing a 2 ms sample read 0 or 4 ms. Neither sandbox sets that rlimit."""
+    program = BUSY + "print(max(busy() for _ in range(50)))\n"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    for policy in (launch.kernel_policy(str(workdir)), launch.worker_policy()):
+        sandbox.grant_access(str(workdir), policy)
+        proc = subprocess.run(sandbox.command([sys.executable, "-c", program], policy),
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert float(proc.stdout) < 0.002, (policy, proc.stdout)
+    ticking = sandbox.SandboxPolicy(cpu_seconds=600, max_processes=4)
+    proc = subprocess.run(sandbox.command([sys.executable, "-c", program], ticking),
+                          capture_output=True, text=True, timeout=60)
+    assert float(proc.stdout) > 0.002, "the rlimit no longer makes the clock tick: update this test"
+
+
+def test_the_workers_clock_read_from_outside_times_a_short_call_exactly():
+    with remote.Worker([("impl", BUSY, True)], launcher=launch.grading_launcher()) as w:
+        w.start()
+        for _ in range(20):
+            w.proxy_for("busy", "function")()
+        spent = [o.cpu_seconds for o in w.observations]
+    # 1.5 ms of work by the worker's own clock, plus the request itself: never a whole tick.
+    assert all(0.0015 <= s < 0.0025 for s in spent), spent

@@ -7,10 +7,13 @@ an error output means zero for that cell.
 """
 from __future__ import annotations
 
+import json
+
 import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Float, Int
 
+from .. import performance
 from ..trusted import launch, runner
 
 
@@ -28,6 +31,11 @@ class TrustedTests(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         report = runner.run_tests(nb, self.launcher(), self.call_timeout,
                                   cpu=None if self.cpu < 0 else self.cpu)
+        # Beside the graded notebook (nbgrader writes resources' outputs there): what grading
+        # measured of the submission's speed, for feedback and the report.
+        name = f"{resources.get('unique_key', 'notebook')}{performance.SUFFIX}"
+        resources.setdefault("outputs", {})[name] = json.dumps(report.performance(),
+                                                               indent=1).encode()
         for cell in nb.cells:
             outcome = report.outcomes.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
             if outcome is not None and runner.is_test_cell(cell):

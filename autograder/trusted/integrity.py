@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import remote, speed
+from . import profile, remote, speed
 
 NAIVE_SPEED_LIMIT = 50        # times faster than a plain triple loop
 NAIVE_PROBE = (40, 40, 40)
@@ -248,3 +248,24 @@ class BlockedReallyTiles(Rule):
 def rules() -> list[Rule]:
     """Fresh rules for one submission (they remember what they have timed)."""
     return [NaiveUsesOwnLoops(), BlockedReallyTiles()]
+
+
+def _reference_tiles(a, b, block_size=DEFAULT_BLOCK):
+    m, k = a.shape
+    n = b.shape[1]
+    c = np.zeros((m, n), dtype=np.float32)
+    for i0 in range(0, m, block_size):
+        for j0 in range(0, n, block_size):
+            for p0 in range(0, k, block_size):
+                c[i0:i0 + block_size, j0:j0 + block_size] += (
+                    a[i0:i0 + block_size, p0:p0 + block_size]
+                    @ b[p0:p0 + block_size, j0:j0 + block_size])
+    return c
+
+
+# What feedback shows of each submission's speed: its blocked and NumPy products against a
+# reference tiling and the machine's one-core peak, from 64x64 to 512x512.
+PROFILE = profile.ProfileSpec(sizes=(64, 128, 256, 512), functions=(
+    profile.ProfiledFunction("matmul_blocked", "blocked", "reference tiling (64x64 tiles, @)",
+                             _reference_tiles),
+    profile.ProfiledFunction("matmul_numpy", "numpy")))

@@ -17,9 +17,9 @@ import contextlib
 import io
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from . import integrity, launch, remote, speed
+from . import integrity, launch, profile, remote, speed
 
 SETUP_CELL = "setup"
 MAX_STDOUT = 4000
@@ -73,6 +73,12 @@ class RunReport:
     worker_starts: int = 0
     speeds: list[speed.SpeedRecord] = field(default_factory=list)
     observations: list[remote.Observation] = field(default_factory=list)
+    profile: profile.Profile | None = None
+
+    def performance(self) -> dict:
+        """What grading measured of the submission's speed, as saved beside the graded notebook."""
+        return {"speeds": [asdict(s) for s in self.speeds],
+                "profile": self.profile.to_json() if self.profile else None}
 
 
 def _describe_failure(exc: BaseException, load_errors: dict[str, dict]) -> tuple[str, str]:
@@ -118,11 +124,12 @@ class TrustedHelpers:
 
 def run_tests(nb, launcher: launch.Launcher = launch.local_launcher, call_timeout: float = 60.0,
               only: set[str] | None = None, rules: bool = True,
-              report: RunReport | None = None, cpu: int | None = None) -> RunReport:
+              report: RunReport | None = None, cpu: int | None = None,
+              profiling: bool = True) -> RunReport:
     """Outcome of every graded test cell of `nb` (a notebook dict, as nbgrader restored it).
 
-    `only` restricts the run to those grade ids; `rules=False` skips the integrity rules (for
-    measuring timing verdicts alone). Pass a `report` to read the outcomes while they come in
+    `only` restricts the run to those grade ids; `rules=False` skips the integrity rules and
+    `profiling=False` the speed profile (for measuring timing verdicts alone). Pass a `report` to read the outcomes while they come in
     (from another thread, e.g. a watchdog). The tests and the student's worker both run on one
     core, `cpu` (default: the lowest this thread may use): a ratio of two CPU times taken on two
     different cores of a virtual machine swung from 0.55x to 2x; on one core it holds steady.
@@ -136,12 +143,14 @@ def run_tests(nb, launcher: launch.Launcher = launch.local_launcher, call_timeou
     cpu = min(allowed) if cpu is None else cpu
     os.sched_setaffinity(0, {cpu})
     try:
-        return _run(cells, setup, code, launcher, call_timeout, only, rules, report, cpu)
+        return _run(cells, setup, code, launcher, call_timeout, only, rules and profiling, rules,
+                    report, cpu)
     finally:
         os.sched_setaffinity(0, allowed)
 
 
-def _run(cells, setup, code, launcher, call_timeout, only, rules, report, cpu) -> RunReport:
+def _run(cells, setup, code, launcher, call_timeout, only, profiling, rules, report,
+         cpu) -> RunReport:
     with remote.Worker(code, launcher=launcher, call_timeout=call_timeout, cpu=cpu) as worker:
         try:
             loaded = worker.start()
@@ -199,6 +208,12 @@ def _run(cells, setup, code, launcher, call_timeout, only, rules, report, cpu) -
                 report.outcomes[grade_id] = TestOutcome(
                     grade_id, ("RuleViolation", report.violations[part]), outcome.stdout,
                     outcome.seconds)
+        if profiling:
+            functions = [f.function for f in integrity.PROFILE.functions
+                         if loaded.names.get(f.function, {}).get("kind") == "function"
+                         and f.part not in report.violations]
+            with contextlib.redirect_stdout(io.StringIO()):
+                report.profile = profile.measure(worker, meter, integrity.PROFILE, functions)
         report.worker_starts = worker.starts
         report.speeds = meter.records
         report.observations = worker.observations

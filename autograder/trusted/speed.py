@@ -38,7 +38,11 @@ BUDGET = 20.0               # CPU seconds for one speed_ratio, every measurement
 
 
 class WrongWhileTimed(AssertionError):
-    """Student code returned a wrong result in a timed call."""
+    """Student code (`function`) returned a wrong result in a timed call."""
+
+    def __init__(self, function: str, message: str):
+        self.function = function
+        super().__init__(message)
 
 
 @dataclass
@@ -56,9 +60,13 @@ class SpeedRecord:
 
 
 def _label(fn) -> str:
+    """How records name a timed function: the student's by their name, NumPy's as np.<name>."""
     if isinstance(fn, remote.RemoteValue):
         return fn._describe()
-    return getattr(fn, "__name__", type(fn).__name__)
+    name = getattr(fn, "__name__", type(fn).__name__)
+    if isinstance(fn, np.ufunc) or str(getattr(fn, "__module__", "")).startswith("numpy"):
+        return f"np.{name}"
+    return name
 
 
 class FreshInputs:
@@ -92,17 +100,18 @@ class FreshInputs:
             return
         for (args, _), value in zip(sets, values):
             if not verify.freivalds(args[0], args[1], value, self.rng):
-                raise WrongWhileTimed(
+                raise WrongWhileTimed(label,
                     f"{label} returned a wrong result in a timed call (every timed call gets new "
                     f"inputs, and its result is checked): no timing points")
 
 
 class TooSlow(Exception):
-    """A timed request of `calls` calls was stopped after using `cpu_limit` seconds of CPU."""
+    """A timed request of `calls` calls of `function` was stopped after using `cpu_limit` seconds
+    of CPU."""
 
-    def __init__(self, calls: int, cpu_limit: float):
-        self.calls, self.cpu_limit = calls, cpu_limit
-        super().__init__(f"{calls} call(s) used more than {cpu_limit:.3g} s of CPU")
+    def __init__(self, function: str, calls: int, cpu_limit: float):
+        self.function, self.calls, self.cpu_limit = function, calls, cpu_limit
+        super().__init__(f"{function}: {calls} call(s) used more than {cpu_limit:.3g} s of CPU")
 
 
 class LocalCaller:
@@ -184,7 +193,7 @@ class SpeedMeter:
                 result = self.worker.call(fn._target, sets, f"{label}(...)", timed=True,
                                           cpu_limit=limit, check_inputs=False)
             except remote.StudentCodeOverBudget:
-                raise TooSlow(calls, limit) from None
+                raise TooSlow(label, calls, limit) from None
             inputs.check(label, sets, result.values)
             return result.observation.cpu_seconds
 
