@@ -42,8 +42,9 @@ test: $(READY) system-packages  ## run the whole test suite, slow tests included
 test-fast: $(READY)  ## the quick tests only
 	$(PY) -m pytest -m "not slow"
 
-release: $(READY)  ## regenerate release/ from source/ (commit the result)
+release: $(READY)  ## regenerate release/ from source/, and the demo download made from it (commit both)
 	$(PY) -m autograder release
+	$(PY) -m autograder demo --rebuild-zip
 
 # The formgrader reads nbgrader_config.py from the folder Jupyter starts in, so it starts in COURSE.
 formgrader: $(READY)  ## hand-grade in nbgrader's formgrader: Jupyter Lab in COURSE (default: the repository root)

@@ -1,8 +1,9 @@
-"""Grading pipeline for the hardware-acceleration assignment.
+"""A grading engine for nbgrader assignments: one module per stage of the pipeline.
 
-One module per stage, data flowing one way:
+Data flows one way through the stages:
 
     release  -> collect -> grade -> feedback -> export -> report
 
-`python -m autograder --help` lists the commands.
+What is specific to an assignment lives beside its notebook, in `source/<name>/grading.py`
+(`autograder.assignment`). `python -m autograder --help` lists the commands.
 """

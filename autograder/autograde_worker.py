@@ -5,7 +5,7 @@ paying that once per worker instead of once per submission is most of what paral
 on a small machine. Protocol, one JSON object per line: the grader writes {"student": ID}; the
 worker answers {"student": ID, "ok": bool, "log": text} once nbgrader is done with it.
 
-    python -m autograder.autograde_worker COURSE_ROOT [CONFIG_JSON]
+    python -m autograder.autograde_worker COURSE_ROOT ASSIGNMENT [CONFIG_JSON]
 
 CONFIG_JSON holds config overrides, e.g. {"TrustedTests": {"sandbox": false}}.
 """
@@ -27,11 +27,10 @@ def _api(course_root: str, overrides: dict):
 
 
 def main(argv: list[str]) -> int:
-    course_root = argv[0]
-    overrides = json.loads(argv[1]) if len(argv) > 1 else {}
+    course_root, assignment = argv[0], argv[1]
+    overrides = json.loads(argv[2]) if len(argv) > 2 else {}
     os.chdir(course_root)
     api = _api(course_root, overrides)
-    assignment = os.environ.get("ACCELERATION_ASSIGNMENT", "acceleration")
     # Replies get a private copy of fd 1; fd 1 itself then goes to the log, so that nothing
     # nbgrader or a kernel it starts prints can corrupt the reply stream.
     replies = os.fdopen(os.dup(1), "w", buffering=1)

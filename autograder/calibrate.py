@@ -1,8 +1,8 @@
 """Check the timing thresholds on this machine: the reference must pass, slow variants must fail.
 
-Runs the notebook's timing tests (the graded cells that print `[timing]` lines) through the same
-trusted runner as grading, many times: with the reference answers, and with variants that do the
-reference's work several times over. Prints, per timing limit, the spread of the measured ratios
+Runs the assignment's timing tests (the test cells its `Assignment.calibration` names) through the
+same trusted runner as grading, many times: with the reference answers, and with variants that do
+the reference's work several times over. Prints, per timing limit, the spread of the measured ratios
 and the margin to the limit, and a verdict: the thresholds are safe here when the reference never
 fails and every variant 3x (or more) too slow always does.
 """
@@ -13,11 +13,10 @@ import statistics
 from dataclasses import dataclass, field
 
 from .course import Course
-from .results import TIMING_LINE, Timing
+from .notebook import grade_id, is_test_cell
+from .outcomes import Timing, timings
 from .submissions import fill, reference_answers
 from .timing import stats
-
-TIMING_CELLS = {"blocked_speed", "backend_speed"}
 
 
 def slow_variant(function: str, factor: int) -> str:
@@ -39,27 +38,28 @@ def slow_variant(function: str, factor: int) -> str:
 def variants(course: Course, factor: int = 3) -> dict[str, tuple[dict[str, str], str]]:
     """name -> (cell edits, the test cell that must fail): the reference, and slow variants."""
     answers = reference_answers(course.source_notebook)
-    return {
-        "reference": ({}, ""),
-        f"blocked x{factor}": ({"blocked_impl": answers["blocked_impl"] +
-                                slow_variant("matmul_blocked", factor)}, "blocked_speed"),
-        f"backend x{factor}": ({"backend_impl": answers["backend_impl"] +
-                                slow_variant("OptimizedBackend.matmul", factor)},
-                               "backend_speed"),
-    }
+    found = {"reference": ({}, "")}
+    for variant in course.spec.calibration:
+        edits = {variant.cell: answers[variant.cell] + slow_variant(variant.function, factor)}
+        found[f"{variant.function} x{factor}"] = (edits, variant.test)
+    return found
+
+
+def timing_cells(course: Course) -> set[str]:
+    """The test cells whose timings calibration measures."""
+    return {variant.test for variant in course.spec.calibration}
 
 
 def graded_notebook(course: Course, edits: dict[str, str]):
     """A submission with the reference answers (and `edits`), test cells as nbgrader restores them."""
     import nbformat
 
-    nb = fill(course.release_dir / "acceleration.ipynb", course.source_notebook, edits=edits)
-    source = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source
+    nb = fill(course.release_notebook, course.source_notebook, edits=edits)
+    source = {grade_id(c): c.source
               for c in nbformat.read(course.source_notebook, as_version=4).cells}
     for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution"):
-            cell.source = source[meta["grade_id"]]
+        if is_test_cell(cell):
+            cell.source = source[grade_id(cell)]
     return nb
 
 
@@ -86,20 +86,20 @@ def grading_launcher():
     return launch.grading_launcher(sandboxed=sandbox.available()[0])
 
 
-def run_variant(name: str, nb, must_fail: str, trials: int, launcher=None,
+def run_variant(course: Course, name: str, nb, must_fail: str, trials: int, launcher=None,
                 progress=None) -> VariantRun:
     from .trusted import runner
 
     run = VariantRun(name, must_fail)
     launcher = launcher or grading_launcher()
     for _ in range(trials):
-        report = runner.run_tests(nb, launcher, only=TIMING_CELLS, rules=False)
+        report = runner.run_tests(nb, course.spec, launcher, only=timing_cells(course),
+                                  rules=False)
         run.trials += 1
-        for grade_id, outcome in report.outcomes.items():
-            run.failures[grade_id] = run.failures.get(grade_id, 0) + (not outcome.passed)
-            for m in TIMING_LINE.finditer(outcome.stdout):
-                run.timings.setdefault(m["name"], []).append(
-                    Timing(m["name"], float(m["value"]), m["kind"], float(m["limit"])))
+        for test, outcome in report.outcomes.items():
+            run.failures[test] = run.failures.get(test, 0) + (not outcome.passed)
+            for timing in timings(outcome.stdout):
+                run.timings.setdefault(timing.name, []).append(timing)
         if progress:
             progress()
     return run
@@ -136,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     runs = []
     with tqdm(total=len(plan) * args.trials, unit="trial", desc="calibrating") as bar:
         for name, (edits, must_fail) in plan.items():
-            runs.append(run_variant(name, graded_notebook(course, edits), must_fail, args.trials,
-                                    progress=bar.update))
+            runs.append(run_variant(course, name, graded_notebook(course, edits), must_fail,
+                                    args.trials, progress=bar.update))
     print(describe(runs))
     safe = all(r.verdict_ok for r in runs)
     print("verdict: thresholds are safe on this machine" if safe else

@@ -15,7 +15,7 @@ COMMANDS = [
     ("feedback", "feedback", "write per-student HTML feedback from the gradebook"),
     ("export", "export", "write the grades as a Canvas, Moodle or plain CSV file"),
     ("report", "report", "write the cohort report (HTML with plots)"),
-    ("gradescope", "gradescope", "build the Gradescope autograder zip"),
+    ("gradescope", "gradescope.build", "build the Gradescope autograder zip"),
     ("calibrate", "calibrate", "check the timing thresholds on this machine (reference vs slow variants)"),
     ("demo", "demo", "run the whole pipeline on the bundled demo submissions"),
 ]
@@ -25,10 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autograder",
         description="Release, collect, grade, give feedback on, export and report the "
-                    "acceleration assignment. The course root is the folder holding "
+                    "assignments of an nbgrader course. The course root is the folder holding "
                     "nbgrader_config.py (default: this repository).")
     parser.add_argument("--course", metavar="DIR", default=None,
                         help="course root to work in (default: the repository root)")
+    parser.add_argument("--assignment", metavar="NAME", default=None,
+                        help="the assignment to work on (default: the only one in source/)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
         module = importlib.import_module(f"{__package__}.{module_name}")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command != "demo":
-            args.course = Course.at(args.course)
+            args.course = Course.at(args.course, args.assignment)
         return int(args.run(args) or 0)
     except CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Import a class's submissions into nbgrader's `submitted/<student>/acceleration/acceleration.ipynb`.
+"""Import a class's submissions into nbgrader's `submitted/<student>/<assignment>/<notebook>`.
 
 This is the first stage of the pipeline (collect -> grade -> feedback -> export -> report). It reads one
 of three inputs and leaves, for every student it can place, exactly what `nbgrader autograde` expects:
@@ -7,7 +7,7 @@ of three inputs and leaves, for every student it can place, exactly what `nbgrad
   `{lastfirst}[_LATE]_{user_id}_{attachment_id}_{display name}` in a flat zip, where `lastfirst` is the
   student's sortable name lower-cased with everything but letters, digits and `_` removed, and `LATE` is
   Canvas's own verdict (it knows per-student due dates); old Canvas wrote `{last--first}-late_{id}_...`.
-  A file uploaded again under the same name is renamed `acceleration-1.ipynb`, `-2`, ... Student id:
+  A file uploaded again under the same name is renamed `<name>-1.ipynb`, `-2`, ... Student id:
   the Canvas user id. Downloads with anonymous grading on name files `anon_{id}_...` and are refused.
 * a Moodle assignment "Download all submissions" zip (mod/assign). Every file of a participant sits in a
   folder `{Full Name}_{participant id}_assignsubmission_file/` (Moodle 4.1+) or
@@ -15,7 +15,8 @@ of three inputs and leaves, for every student it can place, exactly what `nbgrad
   in folders" off (and before 3.1), is flat: `{Full Name}_{participant id}_assignsubmission_file_{name}`.
   Moodle replaces `_` in names by spaces, so the first `_` ends the name. Student id: the participant id.
 * a plain folder: `DIR/<student>.ipynb`, `DIR/<student>/<any>.ipynb`, or nbgrader's own
-  `DIR/<student>/acceleration/acceleration.ipynb` (with its `timestamp.txt`). Student id: the name.
+  `DIR/<student>/<assignment>/<notebook>` (with its `timestamp.txt`). Student id: the name, in
+  ASCII letters, digits and `. _ @ + -` (the one rule of `lms.is_student_id`, which export keeps too).
 
 Neither LMS records when a file was submitted inside its zip: both stamp every entry with the time the
 zip was built (rubyzip's and ZipStream's default). So for LMS downloads no `timestamp.txt` is written and
@@ -43,7 +44,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -58,31 +58,31 @@ from typing import TYPE_CHECKING, Iterator
 
 import nbformat
 
-from .course import NOTEBOOK, Course, tool_environment
+from .course import Course
+from .gradebook import GradebookError, open_gradebook
+from .lms import ID_RULE, Lms, is_student_id, sort_key
 
 if TYPE_CHECKING:  # nbgrader is imported where it is used: it takes seconds to load
     from nbgrader.api import Gradebook
     from nbgrader.plugins import FileNameCollectorPlugin
 
 NEW, REPLACED, UNCHANGED = "new", "replaced", "unchanged"
-CANVAS, MOODLE, FOLDER = "canvas", "moodle", "folder"
-LMS_CHOICES = ("auto", CANVAS, MOODLE, FOLDER)
-LMS_LABELS = {CANVAS: "Canvas", MOODLE: "Moodle", FOLDER: "folder"}
+CANVAS, MOODLE, FOLDER = Lms.CANVAS, Lms.MOODLE, Lms.FOLDER
+LMS_CHOICES = ("auto", *(lms.value for lms in Lms))
 
 TIMESTAMP_FILE = "timestamp.txt"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f UTC"
 MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024
 
 CANVAS_REGEXP = (r"^(?P<name>[^/]*?)(?P<late>_LATE|-late)?"
-                 r"_(?P<student_id>\d+)_(?P<attachment_id>\d+)_(?P<file_id>[^/]+)$")
+                 r"_(?P<student_id>[0-9]+)_(?P<attachment_id>[0-9]+)_(?P<file_id>[^/]+)$")
 CANVAS_ANONYMOUS_REGEXP = r"^(?:LATE_)?anon_"
-MOODLE_REGEXP = (r"^(?P<name>[^/_]+)_(?P<student_id>\d+)_assignsubmission_(?P<plugin>[a-z0-9]+)"
+MOODLE_REGEXP = (r"^(?P<name>[^/_]+)_(?P<student_id>[0-9]+)_assignsubmission_(?P<plugin>[a-z0-9]+)"
                  r"(?:_?/(?:[^/]+/)*|_)(?P<file_id>[^/]+)$")
 PATTERNS = {
     CANVAS: "lastfirst[_LATE]_<user id>_<file id>_<file name>",
     MOODLE: "<Full Name>_<participant id>_assignsubmission_file[_]/<file name>",
 }
-STUDENT_ID = re.compile(r"^[\w@+-][\w.@+-]*$")
 MOODLE_BLIND_NAME = "Participant"
 
 _nbgrader_log = logging.getLogger(__name__ + ".nbgrader")
@@ -101,7 +101,7 @@ class CollectError(Exception):
 
 @dataclass(frozen=True)
 class Imported:
-    """One student's notebook, now at `submitted/<student>/acceleration/acceleration.ipynb`.
+    """One student's notebook, now at `submitted/<student>/<assignment>/<notebook>`.
 
     `name` is the LMS's name for the student ("" for folders); `timestamp` the submission time (UTC),
     None when the input does not say; `late` Canvas's LATE mark, None when the input does not say;
@@ -135,13 +135,14 @@ class CollectReport:
     imported: list[Imported] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     due: datetime | None = None     # the assignment's due date in the gradebook, if set
+    assignment: str = "<assignment>"
 
     def students(self, status: str | None = None) -> list[str]:
         return [i.student for i in self.imported if status is None or i.status == status]
 
     def summary(self) -> str:
         counts = {s: len(self.students(s)) for s in (NEW, REPLACED, UNCHANGED)}
-        return (f"{self.source.name} ({LMS_LABELS[self.lms]}): {len(self.imported)} imported "
+        return (f"{self.source.name} ({Lms(self.lms).label}): {len(self.imported)} imported "
                 f"({counts[NEW]} new, {counts[REPLACED]} replaced, {counts[UNCHANGED]} unchanged), "
                 f"{len(self.rejected)} rejected")
 
@@ -155,7 +156,7 @@ class CollectReport:
             rows = [(r.file, r.reason) for r in self.rejected]
             lines += ["", "Not imported:", *_table(("file", "reason"), rows)]
         if self.lms in (CANVAS, MOODLE) and self.imported:
-            note = (f"{LMS_LABELS[self.lms]} downloads carry no submission times (the zip is stamped "
+            note = (f"{Lms(self.lms).label} downloads carry no submission times (the zip is stamped "
                     "when it is built), so work on time gets no timestamp.txt.")
             if self.lms == CANVAS and self.due is not None:
                 note += (" Work Canvas marks LATE is stamped one second after the due date "
@@ -163,7 +164,7 @@ class CollectReport:
             elif self.lms == CANVAS:
                 note += (" The assignment has no due date in the gradebook, so Canvas's LATE marks "
                          f"are only kept in {_COLLECTED}/roster.csv: set one (nbgrader db assignment "
-                         "add acceleration --duedate=...) and collect again to apply them.")
+                         f"add {self.assignment} --duedate=...) and collect again to apply them.")
             lines += ["", note]
         replaced = self.students(REPLACED)
         if replaced:
@@ -358,7 +359,7 @@ def _read_zip(path: Path, lms: str) -> tuple[str, list[_Candidate], list[Rejecte
                 entries.append((name, info))
         if lms == "auto":
             lms = _detect_lms(path, [n for n, _ in entries])
-        label = LMS_LABELS[lms]
+        label = Lms(lms).label
         plugin = _collector(lms)
         for name, info in entries:
             if not _is_notebook_name(name):
@@ -409,17 +410,18 @@ def _read_timestamp_file(path: Path) -> datetime:
         raise ValueError(text[:40]) from exc
 
 
-def _read_folder(root: Path, assignment: str) -> tuple[list[_Candidate], list[Rejected]]:
+def _read_folder(root: Path, assignment: str,
+                 notebook: str) -> tuple[list[_Candidate], list[Rejected]]:
     candidates: list[_Candidate] = []
     rejected: list[Rejected] = []
-    reserved = {assignment, PurePosixPath(NOTEBOOK).stem}
+    reserved = {assignment, PurePosixPath(notebook).stem}
 
     def bad_student(student: str, what: str) -> str | None:
         if student in reserved:
             return (f"{what} is named like the assignment, not like a student: point collect at the "
                     "folder that holds one entry per student")
-        if not STUDENT_ID.match(student):
-            return f"{what} {student!r} is not usable as a student id (letters, digits, . _ @ + - only)"
+        if not is_student_id(student):
+            return f"{what} {student!r} is not usable as a student id ({ID_RULE})"
         return None
 
     def add(path: Path, student: str) -> None:
@@ -481,7 +483,7 @@ def _choose(candidates: list[_Candidate], rejected: list[Rejected]) -> list[_Can
         else:
             valid.setdefault(cand.student, []).append(cand)
     chosen = []
-    for student in sorted(valid, key=_student_key):
+    for student in sorted(valid, key=sort_key):
         cands = sorted(valid[student], key=lambda c: c.source_file)
         distinct = {c.sha256 for c in cands}
         if len(distinct) > 1:
@@ -500,10 +502,6 @@ def _choose(candidates: list[_Candidate], rejected: list[Rejected]) -> list[_Can
                 rejected.append(Rejected(cand.source_file, reason, student))
         chosen.append(keep)
     return chosen
-
-
-def _student_key(student: str) -> tuple[int, str]:
-    return (0, f"{int(student):020d}") if student.isdigit() else (1, student)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -553,13 +551,13 @@ def _install(course: Course, cand: _Candidate, staging: Path) -> tuple[str, Path
     target = course.submitted_dir(cand.student)
     if not _inside(target.parent, course.root / "submitted"):
         raise CollectError(target, "would be written outside the course's submitted/ folder")
-    notebook = target / NOTEBOOK
+    notebook = target / course.notebook
     if notebook.is_file() and notebook.read_bytes() == cand.data \
             and _existing_timestamp(target) == cand.timestamp:
         return UNCHANGED, None
 
     fresh = Path(tempfile.mkdtemp(prefix=f"{cand.student}-", dir=staging))
-    (fresh / NOTEBOOK).write_bytes(cand.data)
+    (fresh / course.notebook).write_bytes(cand.data)
     if cand.timestamp is not None:
         stamp = cand.timestamp.strftime(TIMESTAMP_FORMAT)
         (fresh / TIMESTAMP_FILE).write_text(stamp + "\n", encoding="utf-8")
@@ -583,30 +581,12 @@ def _install(course: Course, cand: _Candidate, staging: Path) -> tuple[str, Path
 
 @contextmanager
 def _gradebook(course: Course) -> Iterator["Gradebook"]:
-    """nbgrader's Gradebook for the course. Creating one runs nbgrader's `alembic` executable, which is
-    looked up on PATH: this interpreter's bin folder is put first, as for `course.nbgrader`."""
-    from nbgrader.api import Gradebook
-    from sqlalchemy.exc import SQLAlchemyError
-
-    env_path = tool_environment()["PATH"]
-    if not course.gradebook.exists() and shutil.which("alembic", path=env_path) is None:
-        raise CollectError(course.gradebook, "cannot create nbgrader's gradebook: the `alembic` "
-                                             "executable (installed with nbgrader) is not on PATH")
-    saved = os.environ.get("PATH")
-    os.environ["PATH"] = env_path
+    """The course's gradebook; a problem opening it is this input's CollectError."""
     try:
-        gb = Gradebook(course.db_url)
-    except (SQLAlchemyError, subprocess.CalledProcessError, OSError) as exc:
-        raise CollectError(course.gradebook, f"cannot open nbgrader's gradebook: {exc}") from exc
-    finally:
-        if saved is None:
-            os.environ.pop("PATH", None)
-        else:
-            os.environ["PATH"] = saved
-    try:
-        yield gb
-    finally:
-        gb.close()
+        with open_gradebook(course) as gb:
+            yield gb
+    except GradebookError as exc:
+        raise CollectError(course.gradebook, str(exc)) from exc
 
 
 def _due_date(gb: "Gradebook", assignment: str) -> datetime | None:
@@ -632,7 +612,7 @@ def _record_students(gb: "Gradebook", candidates: list[_Candidate], where: Path)
     people: dict[str, _Candidate] = {}
     for cand in candidates:
         people.setdefault(cand.student, cand)
-    for student in sorted(people, key=_student_key):
+    for student in sorted(people, key=sort_key):
         cand = people[student]
         fields: dict[str, str | None] = {}
         if cand.lms_user_id:
@@ -681,7 +661,7 @@ def _update_roster(course: Course, report: CollectReport, chosen: dict[str, _Can
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=ROSTER_FIELDS)
         writer.writeheader()
-        for student in sorted(roster, key=_student_key):
+        for student in sorted(roster, key=sort_key):
             writer.writerow(roster[student].__dict__)
     os.replace(tmp, path)
 
@@ -702,12 +682,12 @@ def collect(course: Course, path: str | Path, lms: str = "auto") -> CollectRepor
         raise CollectError(path, "no such file or folder")
     if path.is_dir():
         if lms not in ("auto", FOLDER):
-            raise CollectError(path, f"is a folder, not a {LMS_LABELS[lms]} download zip")
+            raise CollectError(path, f"is a folder, not a {Lms(lms).label} download zip")
         lms = FOLDER
         if _inside(path, course.root / "submitted") or _inside(course.root / "submitted", path):
             raise CollectError(path, "is (or holds) the course's own submitted/ folder; "
                                      "collect from a copy")
-        candidates, rejected = _read_folder(path, course.assignment)
+        candidates, rejected = _read_folder(path, course.assignment, course.notebook)
     else:
         if lms == FOLDER:
             raise CollectError(path, "is a file, not a folder")
@@ -716,7 +696,7 @@ def collect(course: Course, path: str | Path, lms: str = "auto") -> CollectRepor
                                      "and collect the folder")
         lms, candidates, rejected = _read_zip(path, lms)
 
-    report = CollectReport(source=path, lms=lms, rejected=rejected)
+    report = CollectReport(source=path, lms=lms, rejected=rejected, assignment=course.assignment)
     chosen = _choose(candidates, report.rejected)
     report.rejected.sort(key=lambda r: r.file)
     display = {c.student: c.display for c in candidates}

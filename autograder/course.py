@@ -2,10 +2,12 @@
 
 A course root is a folder holding `nbgrader_config.py`, `source/` and the nbgrader working folders
 (`submitted/`, `autograded/`, `feedback/`, `gradebook.db`). The repository root is one; tests and the
-demo make throw-away ones with `Course.scaffold`.
+demo make throw-away ones with `Course.scaffold`. A `Course` is one assignment of a course root:
+the only one in `source/` unless named; `course.spec` is what its `grading.py` says about it.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -13,8 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ASSIGNMENT = "acceleration"
-NOTEBOOK = "acceleration.ipynb"
+from . import assignment as assignments
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,38 +35,59 @@ class NbgraderError(CourseError):
         super().__init__(f"`nbgrader {' '.join(args)}` exited with {returncode}:\n{tail}")
 
 
-def _with_tools_on_path(env: dict[str, str]) -> dict[str, str]:
-    bindir = str(Path(sys.executable).parent)
-    if bindir not in env.get("PATH", "").split(os.pathsep):
-        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    return env
-
-
 def tool_environment() -> dict[str, str]:
     """The environment for nbgrader processes: this interpreter's bin folder first on PATH.
 
     nbgrader runs the `alembic` executable whenever it opens a gradebook; run as a bare
     `.venv/bin/python` that folder is not on PATH, and grading fails with "No assignment ... exists".
     """
-    return _with_tools_on_path(dict(os.environ))
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def assignments_in(root: Path) -> list[str]:
+    """The assignments of a course root: the folders of source/ that hold a notebook."""
+    base = Path(root) / "source"
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 
 
 @dataclass(frozen=True)
 class Course:
     root: Path
-    assignment: str = ASSIGNMENT
-
-    def __post_init__(self):
-        # nbgrader's Gradebook, opened in this process too, also runs `alembic` from PATH.
-        _with_tools_on_path(os.environ)
+    assignment: str
 
     @classmethod
-    def at(cls, root: str | Path | None = None) -> "Course":
+    def at(cls, root: str | Path | None = None, assignment: str | None = None) -> "Course":
+        """The course root `root` (default: this repository), and its assignment `assignment`
+        (default: the only one in its source/)."""
         root = Path(root or REPO_ROOT).resolve()
         if not (root / "nbgrader_config.py").is_file():
             raise CourseError(f"{root} is not a course root: it has no nbgrader_config.py "
                               "(pass --course DIR, or run from the repository root)")
-        return cls(root)
+        if assignment is None:
+            found = assignments_in(root)
+            if len(found) != 1:
+                raise CourseError(
+                    f"{root}/source holds {len(found)} assignments ({', '.join(found) or 'none'}): "
+                    f"name one with --assignment NAME" if found else
+                    f"{root}/source holds no assignment (a folder with the source notebook)")
+            assignment = found[0]
+        return cls(root, assignment)
+
+    @functools.cached_property
+    def spec(self) -> assignments.Assignment:
+        """What the assignment's grading.py says about it (defaults when it has none)."""
+        return assignments.load(self.source_dir, self.assignment)
+
+    @property
+    def notebook(self) -> str:
+        """The file name of the assignment's notebook."""
+        return self.spec.notebook_file
 
     # nbgrader's folder layout ------------------------------------------------------------------
     @property
@@ -73,7 +96,11 @@ class Course:
 
     @property
     def source_notebook(self) -> Path:
-        return self.source_dir / NOTEBOOK
+        return self.source_dir / self.notebook
+
+    @property
+    def release_notebook(self) -> Path:
+        return self.release_dir / self.notebook
 
     @property
     def release_dir(self) -> Path:

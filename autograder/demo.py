@@ -3,6 +3,8 @@
 The demo course (default `build/demo`) gets a copy of this repository's config and source, then:
 release -> collect (the Canvas zip in demo/) -> grade -> feedback -> export -> report, each through
 the same command an instructor types. Nothing is written to the repository's own course root.
+The demo class is the assignment's (`Assignment.demo`); `--rebuild-zip` remakes its download
+from the release (`make release` does, after rebuilding release/).
 """
 from __future__ import annotations
 
@@ -15,29 +17,26 @@ from pathlib import Path
 import nbformat
 
 from .course import REPO_ROOT, Course, CourseError
-from .submissions import PARTS, fill
+from .submissions import fill
 
 DEMO_ZIP = REPO_ROOT / "demo" / "canvas-submissions.zip"
-MARKER = ".acceleration-demo"
+MARKER = ".autograder-demo"
 ZIP_TIME = (2026, 11, 20, 14, 3, 0)
 DUE_DATE = "2026-11-20 12:00:00 UTC"
-# Canvas names each file <sortable name>[_LATE]_<user id>_<attachment id>_<uploaded name>.
-DEMO_STUDENTS = [
-    ("lovelaceada", "1001", "", PARTS),                                # complete
-    ("hoppergrace", "1002", "", ("naive", "numpy", "footprint")),      # partial
-    ("turingalan", "1003", "", ()),                                    # blank
-    ("johnsonkatherine", "1004", "LATE_", PARTS),                      # complete, handed in late
-]
 
 
 def build_zip(course: Course) -> bytes:
-    """The demo download, made from the release and the reference answers (deterministic bytes)."""
+    """The demo download, made from the release and the reference answers (deterministic bytes).
+
+    Canvas names each file <sortable name>[_LATE]_<user id>_<attachment id>_<uploaded name>.
+    """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for number, (name, user_id, late, parts) in enumerate(DEMO_STUDENTS):
-            nb = fill(course.release_dir / "acceleration.ipynb", course.source_notebook, parts)
-            entry = zipfile.ZipInfo(f"{name}_{late}{user_id}_{7001 + number}_acceleration.ipynb",
-                                    ZIP_TIME)
+        for number, student in enumerate(course.spec.demo):
+            nb = fill(course.release_notebook, course.source_notebook, student.parts)
+            late = "LATE_" if student.late else ""
+            entry = zipfile.ZipInfo(f"{student.sortable_name}_{late}{student.user_id}_"
+                                    f"{7001 + number}_{course.notebook}", ZIP_TIME)
             entry.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(entry, nbformat.writes(nb) + "\n")
     return buffer.getvalue()
@@ -92,22 +91,27 @@ def run(args: argparse.Namespace) -> int:
         if code not in (0,):
             print(f"demo stopped: `{title}` exited with {code}")
             return code
-    from .performance import BLOCKED, FOCUS
-    from .results import format_points, load_cohort
+    from .outcomes import format_points
+    from .results import load_cohort
 
-    print("\nScores (written answers still to be graded in formgrader), and the speed of "
-          f"matmul_blocked at {FOCUS}x{FOCUS} as the grader measured it:")
+    profile = course.spec.profile
+    first = profile.functions[0].function if profile and profile.functions else None
+    print("\nScores (written answers still to be graded in formgrader)" + (
+        f", and the speed of {first} at {profile.focus}x{profile.focus} as the grader measured "
+        f"it:" if first else ":"))
     print(f"  {'student':<8} {'autograded':>10} {'late penalty':>13} {'total':>6}   "
-          f"{'blocked GFLOP/s':>15} {'of the peak':>11}")
+          + (f"{'GFLOP/s':>9} {'of the peak':>11}" if first else ""))
     for r in load_cohort(course):
-        gflops = r.performance.gflops(BLOCKED) if r.performance else None
-        speed = (f"{gflops:15.1f} {r.performance.fraction(BLOCKED):11.0%}" if gflops
-                 else f"{'-':>15} {'-':>11}")
+        gflops = r.performance.gflops(first, profile.focus) if first and r.performance else None
+        speed = "" if not first else (
+            f"{gflops:9.1f} {r.performance.fraction(first, profile.focus):11.0%}" if gflops
+            else f"{'-':>9} {'-':>11}")
         print(f"  {r.student:<8} {format_points(r.auto_score):>7}/{format_points(r.auto_max):<2} "
               f"{format_points(r.late_penalty):>13} {format_points(r.score):>6}   {speed}")
+    feedback = course.feedback_dir("<student>") / f"{course.assignment}.html"
     print(f"\nDemo course: {course.root}")
     print(f"  grades:   {course.root / 'grades.csv'} (Canvas import: grades-canvas.csv)")
-    print(f"  feedback: {course.root / 'feedback'}/<student>/acceleration/acceleration.html")
+    print(f"  feedback: {feedback}")
     print(f"  report:   {course.root / 'reports' / 'index.html'}")
     print(f"  hand grading: make formgrader COURSE={course.root}")
     return 0

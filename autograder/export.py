@@ -38,8 +38,8 @@ Formats
   the preview of grade updates, Confirm.
 
 * `csv`: a plain CSV for people and scripts: `student_id, name, status`, one column per graded part
-  of the notebook (in notebook order: naive, blocked, footprint, numpy, backend, models, question),
-  then `auto_total` (autograded tests), `written_total` (hand-graded written answers), `late_penalty`,
+  of the notebook (in notebook order; a part is the prefix of its cells' grade ids), then
+  `auto_total` (autograded tests), `written_total` (hand-graded written answers), `late_penalty`,
   `total` and `max`.
 
 What is exported
@@ -68,10 +68,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import re
 import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -79,16 +77,20 @@ from pathlib import Path
 
 import nbformat
 
+from . import files
 from .collect import read_roster
 from .course import Course
-from .grade import GradingBasis, fingerprint, grading_basis, read_record, why_not_current
-from .results import StudentResult, format_points, load_cohort, part_of
+from .gradebook import open_gradebook
+from .grade import GradingBasis, fingerprint, grading_basis, why_not_current
+from .lms import Lms, is_numeric_id, sort_key
+from .notebook import GradedCell, graded_cells as notebook_cells, part_of
+from .outcomes import format_points
+from .records import Status, read_record
+from .results import StudentResult, load_cohort
 
-CANVAS, MOODLE, PLAIN = "canvas", "moodle", "csv"
+CANVAS, MOODLE, PLAIN = Lms.CANVAS.value, Lms.MOODLE.value, "csv"
 FORMATS = (CANVAS, MOODLE, PLAIN)
 STDOUT = "-"
-
-DEFAULT_CANVAS_ASSIGNMENT = "Hardware acceleration"
 CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 CANVAS_POINTS_POSSIBLE = "Points Possible"
 CANVAS_TITLE_AND_ID = re.compile(r"\A(.*)\s\((\d+)\)\Z", re.S)
@@ -105,8 +107,7 @@ MOODLE_COLUMNS = ("Identifier", "Full name", "Email address", "Status", "Grade",
 PLAIN_ID_COLUMNS = ("student_id", "name", "status")
 PLAIN_TOTAL_COLUMNS = ("auto_total", "written_total", "late_penalty", "total", "max")
 
-NUMERIC_ID = re.compile(r"[0-9]+")
-FAILED_STATUSES = ("failed", "timeout")
+FAILED_STATUSES = (Status.FAILED, Status.TIMEOUT)
 
 
 class ExportError(Exception):
@@ -172,27 +173,9 @@ class OutputError(ExportError):
 # ------------------------------------------------------------------------------------------------
 # what is exported
 # ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GradedCell:
-    grade_id: str
-    points: float
-    written: bool
-
-    @property
-    def part(self) -> str:
-        return part_of(self.grade_id)
-
-
 def graded_cells(course: Course) -> list[GradedCell]:
     """The source notebook's graded cells, in notebook order: the assignment's parts and maximum."""
-    nb = nbformat.read(course.source_notebook, as_version=4)
-    cells = []
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade") and meta.get("grade_id"):
-            cells.append(GradedCell(meta["grade_id"], float(meta.get("points") or 0),
-                                    cell.cell_type == "markdown"))
-    return cells
+    return notebook_cells(nbformat.read(course.source_notebook, as_version=4))
 
 
 @dataclass
@@ -270,7 +253,7 @@ class Entry:
             return "not graded yet"
         if self.failed:
             reason = f": {self.result.reason}" if self.result.reason else ""
-            return f"grading {'timed out' if self.result.status == 'timeout' else 'failed'}{reason}"
+            return f"grading {'timed out' if self.result.status == Status.TIMEOUT else 'failed'}{reason}"
         if self.pending:
             return "graded, written answers awaiting hand grading"
         return "graded"
@@ -320,15 +303,11 @@ class Cohort:
         return notes
 
 
-def _student_key(student: str) -> tuple:
-    return (0, int(student), "") if NUMERIC_ID.fullmatch(student) else (1, 0, student)
-
-
 def _names(course: Course, students: list[str]) -> dict[str, tuple[str, str]]:
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     names: dict[str, tuple[str, str]] = {}
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         for student in students:
             try:
                 row = gb.find_student(student)
@@ -350,7 +329,7 @@ def load(course: Course) -> Cohort:
     """Every collected student's exportable line, in student id order."""
     if not course.submitted_students():
         return Cohort(course, [], graded_cells(course))
-    results = sorted(load_cohort(course), key=lambda r: _student_key(r.student))
+    results = sorted(load_cohort(course), key=lambda r: sort_key(r.student))
     names = _names(course, [r.student for r in results])
     basis = grading_basis(course)
     entries = []
@@ -384,7 +363,7 @@ def check_canvas_header(header: str) -> str | None:
 
 def _check_ids(cohort: Cohort, fmt: str, expected: str) -> None:
     """The LMS finds students by these ids: refuse ids it cannot have given out."""
-    bad = [e.student for e in cohort.entries if not NUMERIC_ID.fullmatch(e.student)]
+    bad = [e.student for e in cohort.entries if not is_numeric_id(e.student)]
     if bad:
         raise StudentIdError(fmt, bad, expected)
     roster = read_roster(cohort.course)
@@ -452,10 +431,11 @@ def render_plain(cohort: Cohort) -> str:
     return _csv_text(rows)
 
 
-def render(cohort: Cohort, fmt: str, canvas_assignment: str = DEFAULT_CANVAS_ASSIGNMENT,
+def render(cohort: Cohort, fmt: str, canvas_assignment: str | None = None,
            now: datetime | None = None) -> str:
     if fmt == CANVAS:
-        return render_canvas(cohort, canvas_assignment)
+        return render_canvas(cohort, cohort.course.spec.column_title if canvas_assignment is None
+                             else canvas_assignment)
     if fmt == MOODLE:
         return render_moodle(cohort, now or datetime.now(timezone.utc))
     if fmt == PLAIN:
@@ -466,47 +446,12 @@ def render(cohort: Cohort, fmt: str, canvas_assignment: str = DEFAULT_CANVAS_ASS
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
-def _new_file_mode(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
 def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(path, "is a folder; give a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise OutputError(path, f"folder {folder} does not exist")
+    """Write the file as a whole (`files.write_atomic`); a failure is this export's OutputError."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise OutputError(path, f"cannot write in {folder}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise OutputError(path, f"cannot write: {exc.strerror or exc}") from exc
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+        return files.write_atomic(path, data)
+    except files.OutputError as exc:
+        raise OutputError(exc.path, exc.reason) from exc
 
 
 def _write_stdout(text: str) -> None:
@@ -537,7 +482,7 @@ class ExportReport:
 
 
 def export(course: Course, fmt: str, output: str | Path, *,
-           canvas_assignment: str = DEFAULT_CANVAS_ASSIGNMENT, require_complete: bool = False,
+           canvas_assignment: str | None = None, require_complete: bool = False,
            now: datetime | None = None) -> ExportReport:
     """Write the cohort's grades in `fmt` to `output` (a path, or "-" for stdout).
 
@@ -546,6 +491,8 @@ def export(course: Course, fmt: str, output: str | Path, *,
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     notes: list[str] = []
+    if canvas_assignment is None:
+        canvas_assignment = course.spec.column_title
     if fmt == CANVAS:
         note = check_canvas_header(canvas_assignment)
         if note:
@@ -586,13 +533,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "grading worksheet CSV; csv: plain CSV with every part")
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="file to write (replaced as a whole), or - for stdout")
-    parser.add_argument("--canvas-assignment", metavar="'TITLE (ID)'",
-                        default=DEFAULT_CANVAS_ASSIGNMENT,
-                        help="header of the Canvas grade column (default: %(default)r). Canvas "
-                             "matches on the assignment id in parentheses at the end, e.g. "
-                             "'Hardware acceleration (12345)' with the id from the assignment's "
-                             "URL; without an id it matches the exact title, otherwise creates a "
-                             "new assignment column")
+    parser.add_argument("--canvas-assignment", metavar="'TITLE (ID)'", default=None,
+                        help="header of the Canvas grade column (default: the assignment's short "
+                             "title, from its grading.py). Canvas matches on the assignment id in "
+                             "parentheses at the end, e.g. 'Hardware acceleration (12345)' with "
+                             "the id from the assignment's URL; without an id it matches the exact "
+                             "title, otherwise creates a new assignment column")
     parser.add_argument("--require-complete", action="store_true",
                         help="write nothing (exit 1) while any written answer awaits hand grading "
                              "or any student is not graded yet (default: export the score so far "

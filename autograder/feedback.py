@@ -2,12 +2,12 @@
 
 The page shows the score per part, every test with the message of its failure, the timing figures
 against their limits, how close the student's products came to the machine (GFLOP/s and the
-fraction of the one-core peak, with a plot of the grader's measurements at a few sizes and a
-sentence on what the gap means), and the state of the written answers. It is built from the results records,
-not from the graded notebook, so the source of hidden tests never reaches students (nbgrader's own
-feedback renders the whole notebook, hidden tests included).
+fraction of the one-core peak, with a plot of the grader's measurements at a few sizes and the
+assignment's sentence on what the gap means), and the state of the written answers. It is built
+from the results records, not from the graded notebook, so the source of hidden tests never
+reaches students (nbgrader's own feedback renders the whole notebook, hidden tests included).
 
-Pages go to nbgrader's feedback folder, `feedback/<student>/acceleration/acceleration.html`, where
+Pages go to nbgrader's feedback folder, `feedback/<student>/<assignment>/<assignment>.html`, where
 `nbgrader release_feedback` and the LMS upload steps in the README pick them up.
 """
 from __future__ import annotations
@@ -19,19 +19,14 @@ import io
 from pathlib import Path
 
 from . import machine
+from .assignment import Assignment
 from .course import Course
-from .performance import BLOCKED, FOCUS, NUMPY, Performance
-from .results import PART_TITLES, StudentResult, format_points, load_cohort
+from .outcomes import format_points
+from .performance import Performance, explained
+from .results import StudentResult, load_cohort
 from .trusted.profile import PEAK
 
-ASSIGNMENT_TITLE = "Hardware acceleration: from triple loops to a fast-path backend"
-TIMING_TITLES = {
-    "blocked_vs_numpy_256": "matmul_blocked time ÷ NumPy time, 256×256",
-    "blocked_speedup_over_naive_64": "triple-loop time ÷ matmul_blocked time, 64×64",
-    "blocked_vs_reference_256": "matmul_blocked time ÷ reference tiled time, 256×256",
-    "backend_overhead_128": "matmul time ÷ matmul_numpy time, 128×128",
-    "backend_overhead_256": "matmul time ÷ matmul_numpy time, 256×256",
-}
+STYLES = ("o-", "o--", "s-", "s--", "^-", "^--")   # a student's line, then its reference's
 
 
 def _template():
@@ -42,19 +37,10 @@ def _template():
     return env.get_template("feedback.html.j2")
 
 
-# The profile's lines, as the student's plot and table name them.
-PROFILE_LINES = [
-    (BLOCKED, "your matmul_blocked", "C0", "o-"),
-    (f"{BLOCKED} reference", "reference tiling", "C0", "o--"),
-    (NUMPY, "your matmul_numpy", "C1", "s-"),
-    (PEAK, "NumPy, one core (peak)", "C1", "s--"),
-]
-
-
-def speed_plot(perf: Performance | None) -> str | None:
+def speed_plot(perf: Performance | None, spec: Assignment) -> str | None:
     """The profile as a small log-log plot, a data: URI (the page stands alone), or None."""
     profile = perf.profile if perf else None
-    if not profile or not profile.seconds:
+    if not profile or not profile.seconds or spec.profile is None:
         return None
     import matplotlib
 
@@ -63,11 +49,12 @@ def speed_plot(perf: Performance | None) -> str | None:
 
     fig = Figure(figsize=(6, 3.4), dpi=100, layout="constrained")
     ax = fig.subplots()
-    for name, label, colour, style in PROFILE_LINES:
+    for i, (name, label) in enumerate(spec.profile.lines()):
         points = sorted(profile.seconds.get(name, {}).items())
         if points:
+            style = "s--" if name == PEAK else STYLES[i % len(STYLES)]
             ax.loglog([n for n, _ in points], [s * 1e3 for _, s in points], style,
-                      color=colour, label=label)
+                      color=f"C{i // 2}", label=label)
     ax.set_xlabel("n: an n x n product")
     ax.set_ylabel("milliseconds per product")
     ax.set_xticks(profile.sizes, [str(n) for n in profile.sizes])
@@ -78,14 +65,15 @@ def speed_plot(perf: Performance | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def render(result: StudentResult) -> str:
+def render(result: StudentResult, spec: Assignment) -> str:
     late = str(datetime.timedelta(seconds=round(result.seconds_late)))
     perf = result.performance
-    return _template().render(r=result, fmt=format_points, late=late, part_titles=PART_TITLES,
-                              timing_titles=TIMING_TITLES, assignment_title=ASSIGNMENT_TITLE,
-                              perf=perf, plot=speed_plot(perf), focus=FOCUS,
-                              lines=PROFILE_LINES, machine=machine.summary(result.machine)
-                              if result.machine else "")
+    return _template().render(
+        r=result, fmt=format_points, late=late, spec=spec, perf=perf,
+        plot=speed_plot(perf, spec), focus=spec.profile.focus if spec.profile else None,
+        lines=spec.profile.lines() if spec.profile else [],
+        meaning=explained(perf, spec),
+        machine=machine.summary(result.machine) if result.machine else "")
 
 
 def feedback_path(course: Course, student: str) -> Path:
@@ -100,7 +88,7 @@ def write_feedback(course: Course, students: list[str] | None = None) -> list[Pa
             continue
         path = feedback_path(course, result.student)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(result), encoding="utf-8")
+        path.write_text(render(result, course.spec), encoding="utf-8")
         written.append(path)
     return written
 

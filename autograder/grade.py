@@ -27,35 +27,18 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import machine
+from .assignment import SPEC_FILE
 from .course import REPO_ROOT, Course, CourseError, tool_environment
+from .gradebook import open_gradebook
+from .records import GradingRecord, Status, read_record, records_dir, write_record
 from .release import ensure_gradebook
 
 SUBMISSION_TIMEOUT = 20 * 60  # seconds for one whole submission; per-cell limits are nbgrader's
 _PR_SET_PDEATHSIG = 1
-
-
-@dataclass
-class GradingRecord:
-    """How the grading of one submission went. Scores themselves live in the gradebook."""
-    student: str
-    fingerprint: str         # of the submitted files
-    status: str              # "graded" | "failed" | "timeout"
-    reason: str = ""
-    seconds: float = 0.0
-    finished_at: float = 0.0
-    score: float = 0.0       # autograded points, copied from the gradebook for the summary line
-    max_score: float = 0.0
-    tests: str = ""          # GradingBasis.tests when it was graded
-    grader: str = ""         # GradingBasis.grader when it was graded
-    machine: dict = field(default_factory=dict)   # machine.describe() of where it was graded
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "graded"
 
 
 @dataclass(frozen=True)
@@ -71,10 +54,10 @@ VERDICT_PACKAGES = ("nbgrader", "nbclient", "numpy", "ipykernel")
 
 
 def _assignment_fingerprint(course: Course) -> str:
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     digest = hashlib.sha256()
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         try:
             assignment = gb.find_assignment(course.assignment)
         except MissingEntry:
@@ -100,6 +83,9 @@ def _grader_fingerprint(course: Course) -> str:
         for path in paths:
             digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     digest.update((course.root / "nbgrader_config.py").read_bytes())
+    spec_file = course.source_dir / SPEC_FILE       # the assignment's own rules and settings
+    if spec_file.is_file():
+        digest.update(spec_file.read_bytes())
     for name in VERDICT_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             digest.update(f"{name}=={metadata.version(name)}".encode())
@@ -129,30 +115,6 @@ class BatchResult:
     graded: list[GradingRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)   # student -> why it was graded
-
-
-def records_dir(course: Course) -> Path:
-    return course.root / "grading"
-
-
-def record_path(course: Course, student: str) -> Path:
-    return records_dir(course) / f"{student}.json"
-
-
-def read_record(course: Course, student: str) -> GradingRecord | None:
-    path = record_path(course, student)
-    try:
-        return GradingRecord(**json.loads(path.read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
-        return None
-
-
-def _write_record(course: Course, record: GradingRecord) -> None:
-    path = record_path(course, record.student)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=2))
-    os.replace(tmp, path)  # atomic: a record is either the old one or the whole new one
 
 
 def fingerprint(course: Course, student: str) -> str:
@@ -194,9 +156,7 @@ def _die_with_parent() -> None:
 
 
 def _autograde_scores(course: Course, student: str) -> tuple[float, float]:
-    from nbgrader.api import Gradebook
-
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         submission = gb.find_submission(course.assignment, student)
         score = sum(nb.code_score for nb in submission.notebooks)
         max_score = sum(nb.max_code_score for nb in submission.notebooks)
@@ -234,10 +194,9 @@ class AutogradeWorker:
     def _start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "autograder.autograde_worker", str(self.course.root),
-               json.dumps(self.overrides)]
+               self.course.assignment, json.dumps(self.overrides)]
         env = tool_environment()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        env["ACCELERATION_ASSIGNMENT"] = self.course.assignment
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=self.course.root, env=env, text=True,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -260,7 +219,7 @@ class AutogradeWorker:
             self.proc.wait()
             self.proc = None
 
-    def autograde(self, student: str, timeout: float) -> tuple[str, str]:
+    def autograde(self, student: str, timeout: float) -> tuple[Status, str]:
         """(status, reason) of autograding one student; the worker is replaced if it fails."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
@@ -270,13 +229,13 @@ class AutogradeWorker:
             reply = self._reply(timeout)
         except queue.Empty:
             self.stop()
-            return "timeout", f"grading took longer than {timeout:.0f} s and was stopped"
+            return Status.TIMEOUT, f"grading took longer than {timeout:.0f} s and was stopped"
         if reply is None:  # the worker itself died: nbgrader, not the student's kernel
             self.stop()
-            return "failed", "the grading process died; see " + str(self.log_path)
+            return Status.FAILED, "the grading process died; see " + str(self.log_path)
         if reply["ok"]:
-            return "graded", ""
-        return "failed", _failure_reason(reply["log"])
+            return Status.GRADED, ""
+        return Status.FAILED, _failure_reason(reply["log"])
 
 
 # Job N runs its kernel as uid 61000+2N and its worker as 61000+2N+1: process limits are per uid.
@@ -312,9 +271,9 @@ def grade_one(course: Course, student: str, worker: AutogradeWorker, basis: Grad
     record = GradingRecord(student=student, fingerprint=digest, status=status, reason=reason,
                            seconds=round(time.monotonic() - started, 2), finished_at=time.time(),
                            tests=basis.tests, grader=basis.grader, machine=machine.describe())
-    if status == "graded":
+    if status == Status.GRADED:
         record.score, record.max_score = _autograde_scores(course, student)
-    _write_record(course, record)
+    write_record(course, record)
     return record
 
 

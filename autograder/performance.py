@@ -4,8 +4,9 @@ The trusted runner saves it beside each graded notebook (`<notebook>.performance
 timing test's measurement (seconds per call of both sides, the ratios of the repeated
 measurements) and the speed profile (`trusted.profile`: seconds per call of the student's
 products, a reference and the machine's one-core peak at a few sizes). From those this module
-derives GFLOP/s, the fraction of the peak, a sentence on what the gap means, and the range a
-leaderboard figure could take within measurement noise. Nothing here knows of nbgrader.
+derives GFLOP/s, the fraction of the peak, and the range a leaderboard figure could take within
+measurement noise; what the figures mean for a student is the assignment's to say
+(`Assignment.explain`). Nothing here knows of nbgrader.
 """
 from __future__ import annotations
 
@@ -14,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .timing import stats
-from .trusted.profile import PEAK, Profile
+from .trusted.profile import Profile
 
 SUFFIX = ".performance.json"
-FOCUS = 256                          # the size feedback quotes, as the timing tests use
-BLOCKED, NUMPY = "matmul_blocked", "matmul_numpy"
 
 
 @dataclass
@@ -35,62 +34,36 @@ class Performance:
         profile = Profile.from_json(data["profile"]) if data.get("profile") else None
         return cls(profile, list(data.get("speeds") or []))
 
-    # figures --------------------------------------------------------------------------------
-    def gflops(self, name: str, size: int = FOCUS) -> float | None:
+    def gflops(self, name: str, size: int) -> float | None:
         return self.profile.gflops(name, size) if self.profile else None
 
-    def fraction(self, name: str, size: int = FOCUS) -> float | None:
+    def fraction(self, name: str, size: int) -> float | None:
+        """`name`'s GFLOP/s over the machine's one-core peak at size x size."""
         return self.profile.fraction_of_peak(name, size) if self.profile else None
 
-    def speed(self, function: str, reference: str, size: int = FOCUS) -> dict | None:
-        """The timing tests' measurement of `function` against `reference` at size x size."""
+    def speed(self, function: str, reference: str) -> dict | None:
+        """A timing test's measurement of `function` against `reference` (the first one)."""
         return next((s for s in self.speeds if s.get("function") == function
-                     and s.get("reference") == reference
-                     and [size, size] in s.get("shapes", [])), None)
+                     and s.get("reference") == reference), None)
 
-    def ratio_range(self, function: str, reference: str, size: int = FOCUS
-                    ) -> tuple[float, float, float] | None:
+    def ratio_range(self, function: str, reference: str) -> tuple[float, float, float] | None:
         """(ratio, low, high): the figure and what it could have been within noise.
 
         The repeated measurements of one test agree within their spread; two figures closer
         than `stats.AGREEMENT` are never told apart by the grader's own timing rule either, so
         the range is at least that wide.
         """
-        found = self.speed(function, reference, size)
+        found = self.speed(function, reference)
         if not found or not found.get("ratio"):
             return None
         width = max(float(found.get("spread") or 1.0), stats.AGREEMENT) ** 0.5
         ratio = float(found["ratio"])
         return ratio, ratio / width, ratio * width
 
-    # words ----------------------------------------------------------------------------------
-    def meaning(self, size: int = FOCUS) -> list[str]:
-        """What the figures say, in a sentence or two for the student."""
-        lines = []
-        peak, blocked = self.gflops(PEAK, size), self.fraction(BLOCKED, size)
-        reference = self.fraction(f"{BLOCKED} reference", size)
-        if blocked is not None and peak:
-            ref = f" (the reference tiling: {reference:.0%})" if reference is not None else ""
-            if blocked >= 0.8:
-                lines.append(f"Your tiles run at {blocked:.0%} of BLAS at {size}x{size}{ref}: at "
-                             f"this size the library's own tricks buy little more; the plot shows "
-                             f"how the gap grows with the size.")
-            elif blocked >= 0.15:
-                lines.append(f"Your tiles run at {blocked:.0%} of BLAS{ref}: the remaining gap is "
-                             f"what BLAS does inside a tile (SIMD, packing, register blocking) and "
-                             f"Python's cost per tile; see question 3.")
-            else:
-                lines.append(f"Your tiles run at {blocked:.0%} of BLAS{ref}: most of the time goes "
-                             f"to Python, not to multiplying; whole tiles multiplied with @, without "
-                             f"per-element loops or copies, close most of that gap (Part 2).")
-        numpy = self.fraction(NUMPY, size)
-        if numpy is not None and peak:
-            if numpy >= 0.7:
-                lines.append(f"matmul_numpy runs at the machine's one-core peak "
-                             f"({peak:.1f} GFLOP/s at {size}x{size}).")
-            else:
-                lines.append(f"matmul_numpy reaches only {numpy:.0%} of the one-core peak: look "
-                             f"for copies or dtype conversions around a @ b.")
-        if self.profile:
-            lines += self.profile.notes
-        return lines
+
+def explained(perf: Performance | None, spec) -> list[str]:
+    """The assignment's sentences on what the figures mean, then the profile's own notes."""
+    if perf is None:
+        return []
+    lines = list(spec.explain(perf)) if spec.explain and perf.profile else []
+    return lines + (perf.profile.notes if perf.profile else [])

@@ -1,8 +1,9 @@
 """Build the student release from the source notebook.
 
-The instructor edits `source/acceleration/acceleration.py` (or the .ipynb; jupytext keeps them paired).
-`release` checks that the pair agrees, runs nbgrader's generate_assignment, which also records the
-assignment's cells in the gradebook, and removes the jupytext pairing from the student copy.
+The instructor edits `source/<assignment>/<notebook>.py` (or the .ipynb; jupytext keeps them
+paired). `release` checks that the pair agrees, runs nbgrader's generate_assignment, which also
+records the assignment's cells in the gradebook, and removes the jupytext pairing from the student
+copy. (The bundled demo download is made from the release: `make release` rebuilds it too.)
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import nbformat
 
-from .course import REPO_ROOT, Course, CourseError
+from .course import Course, CourseError
+from .gradebook import open_gradebook
 
 
 class PairingError(CourseError):
@@ -77,9 +79,9 @@ def ensure_gradebook(course: Course) -> None:
     generate_assignment is what records the cells; it writes into a scratch folder so that the
     committed release/ is left exactly as it is.
     """
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         try:
             assignment = gb.find_assignment(course.assignment)
             if assignment.notebooks:
@@ -92,7 +94,7 @@ def ensure_gradebook(course: Course) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sync", action="store_true",
-                        help="first bring acceleration.py and .ipynb in line (jupytext --sync)")
+                        help="first bring the notebook's .py and .ipynb in line (jupytext --sync)")
     parser.add_argument("--check", action="store_true",
                         help="do not write release/: exit 1 if it differs from a fresh build")
 
@@ -115,11 +117,6 @@ def run(args: argparse.Namespace) -> int:
     out = generate(course)
     print(f"wrote {out.relative_to(course.root)}/ "
           f"({', '.join(sorted(p.name for p in out.iterdir()))})")
-    if course.root == REPO_ROOT:  # the bundled demo submissions are made from the release
-        from . import demo
-
-        demo.DEMO_ZIP.write_bytes(demo.build_zip(course))
-        print(f"wrote {demo.DEMO_ZIP.relative_to(REPO_ROOT)}")
     return 0
 
 
@@ -129,24 +126,3 @@ def differing_files(a: Path, b: Path) -> list[str]:
     files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()} if b.is_dir() else set()
     return sorted(str(p) for p in files_a ^ files_b) + sorted(
         str(p) for p in files_a & files_b if (a / p).read_bytes() != (b / p).read_bytes())
-
-
-def distinctive(line: str) -> str:
-    """A line as leak checks compare it: no indentation, comment marks or list bullets."""
-    return line.strip().lstrip("#- ").strip()
-
-
-def region_lines(nb, begin: str, end: str, min_length: int = 16) -> set[str]:
-    """Lines found only between `begin` and `end` markers of the notebook (a solution, hidden
-    tests, a mark scheme), long enough not to occur anywhere by chance: what must not leak."""
-    inside, outside, within = [], [], False
-    for cell in nb.cells:
-        for line in cell.source.splitlines():
-            if begin in line:
-                within = True
-            elif end in line:
-                within = False
-            else:
-                (inside if within else outside).append(distinctive(line))
-    return {line for line in set(inside) - set(outside) if len(line) >= min_length}
-

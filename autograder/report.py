@@ -1,8 +1,9 @@
 """Write the cohort report: one static HTML page with plots, for the teaching team.
 
 The page (`index.html`, with its PNG plots next to it) opens from disk with no server and no network.
-It shows the grading summary, the score distribution, the pass rate of every test, the spread of
-blocked-matmul speed against NumPy, a speed leaderboard and a similarity table of the answer code.
+It shows the grading summary and the machines it ran on, the score distribution, the pass rate of
+every test, the spread of the assignment's leaderboard figure, how close its profiled functions came
+to the machine's peak, the leaderboard and a similarity table of the answer code.
 Students appear by id only, never by name, so the page can be shown to the class; the similarity
 table names pairs of ids and is meant for the teaching team (`--no-similarity` leaves it out).
 """
@@ -15,17 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import machine
-from .course import NOTEBOOK, Course, CourseError
-from .performance import BLOCKED, FOCUS, NUMPY
-from .results import PART_TITLES, StudentResult, load_cohort, part_of
+from .assignment import Assignment
+from .course import Course, CourseError
+from .notebook import is_answer_cell, part_of
+from .results import StudentResult, load_cohort
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
 
-SPEED_TIMING = "blocked_vs_numpy_256"             # how many times slower than NumPy: lower is faster
-SPEED_PAIR = (BLOCKED, "np.matmul")               # the same measurement in the performance record
-NAIVE_TIMING = "blocked_speedup_over_naive_64"    # how many times faster than the triple loop
-BLOCKED_TEST = "blocked_correct"                  # the leaderboard admits only correct products
 
 DEFAULT_SIMILARITY = 50.0   # percent of one submission's own code found in the other
 NOISE_CHARS = 25            # copydetect's k: the shortest match (in filtered code) that counts
@@ -63,14 +61,11 @@ class TestRate:
     grade_id: str
     passed: int
     total: int
+    part_title: str = ""
 
     @property
     def part(self) -> str:
         return part_of(self.grade_id)
-
-    @property
-    def part_title(self) -> str:
-        return PART_TITLES.get(self.part, self.part)
 
     @property
     def percent(self) -> float:
@@ -84,7 +79,7 @@ class LeaderRow:
     ratio: float
     limit: float
     within_limit: bool
-    speedup: float | None    # over the naive loop at 64x64, when the hidden test measured it
+    also: float | None       # the leaderboard's other timing, when it was measured
     low: float | None = None       # the range the ratio could take within measurement noise
     high: float | None = None
     tied: bool = False             # its range overlaps the first of its rank's
@@ -158,48 +153,54 @@ def summarize(cohort: list[StudentResult]) -> Summary:
     return summary
 
 
-def pass_rates(cohort: list[StudentResult], order: dict[str, int]) -> list[TestRate]:
+def pass_rates(cohort: list[StudentResult], order: dict[str, int],
+               spec: Assignment) -> list[TestRate]:
     """Share of graded students passing each test, in the order the notebook shows them."""
     graded = [r for r in cohort if r.status == "graded"]
     rates: dict[str, TestRate] = {}
     for result in graded:
         for test in result.tests:
-            rate = rates.setdefault(test.grade_id, TestRate(test.grade_id, 0, 0))
+            rate = rates.setdefault(test.grade_id, TestRate(
+                test.grade_id, 0, 0, spec.part_title(part_of(test.grade_id))))
             rate.total += 1
             rate.passed += int(test.passed)
     return sorted(rates.values(), key=lambda r: (order.get(r.grade_id, len(order)), r.grade_id))
 
 
-def speed_ratios(cohort: list[StudentResult]) -> list[tuple[str, float, float]]:
-    """(student, blocked/NumPy ratio, limit) of every graded student the speed test measured."""
+def speed_ratios(cohort: list[StudentResult], spec: Assignment) -> list[tuple[str, float, float]]:
+    """(student, figure, limit) of every graded student the leaderboard's timing measured."""
     found = []
+    board = spec.leaderboard
     for result in cohort:
-        timing = result.timing(SPEED_TIMING) if result.status == "graded" else None
+        timing = result.timing(board.timing) if board and result.status == "graded" else None
         if timing is not None:
             found.append((result.student, timing.value, timing.limit))
     return found
 
 
-def leaderboard(cohort: list[StudentResult]) -> list[LeaderRow]:
-    """Students whose blocked matmul is correct, fastest (lowest ratio to NumPy) first.
+def leaderboard(cohort: list[StudentResult], spec: Assignment) -> list[LeaderRow]:
+    """Students who passed the leaderboard's required test, lowest figure (fastest) first.
 
     Each figure has the range it could take within measurement noise (`Performance.ratio_range`);
     a student whose range overlaps that of the first student of a rank shares that rank, so
     ties within noise show as ties ("=2").
     """
+    board = spec.leaderboard
+    if board is None:
+        return []
     entries = []
     for result in cohort:
         if result.status != "graded":
             continue
-        correct = next((t for t in result.tests if t.grade_id == BLOCKED_TEST), None)
-        timing = result.timing(SPEED_TIMING)
-        if correct is None or not correct.passed or timing is None:
+        required = next((t for t in result.tests if t.grade_id == board.requires), None)
+        timing = result.timing(board.timing)
+        if required is None or not required.passed or timing is None:
             continue
-        naive = result.timing(NAIVE_TIMING)
-        spread = result.performance.ratio_range(*SPEED_PAIR) if result.performance else None
+        also = result.timing(board.also) if board.also else None
+        spread = result.performance.ratio_range(*board.measured) if result.performance else None
         low, high = (spread[1], spread[2]) if spread else (timing.value, timing.value)
         entries.append(LeaderRow(0, result.student, timing.value, timing.limit, timing.passed,
-                                 naive.value if naive else None, low, high))
+                                 also.value if also else None, low, high))
     entries.sort(key=lambda row: (row.ratio, row.student))
     leader = None
     for position, row in enumerate(entries, start=1):
@@ -221,14 +222,17 @@ def machines(cohort: list[StudentResult]) -> list[MachineGroup]:
     return sorted(groups.values(), key=lambda g: (-len(g.students), g.summary))
 
 
-def peak_fractions(cohort: list[StudentResult]) -> dict[str, list[tuple[str, float]]]:
-    """function -> (student, fraction of the one-core peak at the feedback size) for the cohort."""
-    found: dict[str, list[tuple[str, float]]] = {BLOCKED: [], NUMPY: []}
+def peak_fractions(cohort: list[StudentResult], spec: Assignment
+                   ) -> dict[str, list[tuple[str, float]]]:
+    """function -> (student, its fraction of the one-core peak at the profile's focus size)."""
+    if spec.profile is None:
+        return {}
+    found: dict[str, list[tuple[str, float]]] = {f.function: [] for f in spec.profile.functions}
     for result in cohort:
         if result.status != "graded" or result.performance is None:
             continue
         for name in found:
-            fraction = result.performance.fraction(name)
+            fraction = result.performance.fraction(name, spec.profile.focus)
             if fraction is not None:
                 found[name].append((result.student, fraction))
     return found
@@ -237,16 +241,11 @@ def peak_fractions(cohort: list[StudentResult]) -> dict[str, list[tuple[str, flo
 # ---------------------------------------------------------------------------------------------
 # Similarity of the answer code
 # ---------------------------------------------------------------------------------------------
-def _is_answer_cell(cell) -> bool:
-    meta = cell.metadata.get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("solution"))
-
-
 def answer_code(notebook) -> str:
     """The student-editable code cells of a notebook, joined into one Python file."""
     parts = []
     for cell in notebook.cells:
-        if _is_answer_cell(cell):
+        if cell.cell_type == "code" and is_answer_cell(cell):
             grade_id = cell.metadata["nbgrader"].get("grade_id", "")
             parts.append(f"# cell {grade_id}\n{cell.source.rstrip()}\n")
     return "\n\n".join(parts)
@@ -256,7 +255,7 @@ def _stub_code(course: Course) -> str:
     """The given code of the answer cells, as the release hands it out (nbgrader's stubs)."""
     import nbformat
 
-    released = course.release_dir / NOTEBOOK
+    released = course.release_notebook
     if not released.is_file():
         raise CourseError(f"no release at {released}: run `python -m autograder release` first")
     return answer_code(nbformat.read(released, as_version=4))
@@ -290,7 +289,7 @@ def code_similarity(course: Course, students: list[str],
         (stubs_dir / "stubs.py").write_text(_stub_code(course), encoding="utf-8")
         files: dict[str, str] = {}
         for student in sorted(students):
-            path = course.autograded_dir(student) / NOTEBOOK
+            path = course.autograded_dir(student) / course.notebook
             if not path.is_file():
                 similarity.missing.append(student)
                 continue
@@ -415,14 +414,16 @@ def plot_pass_rates(rates: list[TestRate], path: Path) -> str | None:
     ax.set_title("Pass rate per test, in notebook order")
     for pos, rate in zip(positions, rates):
         ax.text(rate.percent + 1, pos, f"{rate.passed}/{rate.total}", va="center", fontsize=9)
-    ax.legend(handles=[Patch(color=colours[p], label=PART_TITLES.get(p, p)) for p in parts],
+    titles = {r.part: r.part_title for r in rates}
+    ax.legend(handles=[Patch(color=colours[p], label=titles[p]) for p in parts],
               loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return _save(fig, path)
 
 
-def plot_speed(ratios: list[tuple[str, float, float]], path: Path) -> str | None:
+def plot_speed(ratios: list[tuple[str, float, float]], path: Path, spec: Assignment) -> str | None:
     if not ratios:
         return None
+    board = spec.leaderboard
     import numpy as np
 
     values = [value for _, value, _ in ratios]
@@ -435,29 +436,31 @@ def plot_speed(ratios: list[tuple[str, float, float]], path: Path) -> str | None
     ax.axvline(limit, color="#b22222", linestyle="--", linewidth=2,
                label=f"limit: at most {limit:g}x")
     ax.set_xlim(0, top)
-    ax.set_xlabel("times slower than NumPy at 256x256 (lower is faster)")
+    ax.set_xlabel(f"{board.axis} (lower is faster)")
     ax.set_ylabel("students")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(f"matmul_blocked / NumPy speed ratio ({_students(len(values))} measured)")
+    ax.set_title(f"{board.timing} ({_students(len(values))} measured)")
     ax.legend()
     return _save(fig, path)
 
 
-def plot_peak_fractions(fractions: dict[str, list[tuple[str, float]]], path: Path) -> str | None:
+def plot_peak_fractions(fractions: dict[str, list[tuple[str, float]]], path: Path,
+                        spec: Assignment) -> str | None:
     if not any(fractions.values()):
         return None
+    focus = spec.profile.focus
     import numpy as np
 
     fig = _figure(8, 3.6)
     ax = fig.subplots()
     top = max(1.0, max(f for values in fractions.values() for _, f in values) * 1.1)
     bins = np.linspace(0, top, 21)
-    for (name, values), colour in zip(fractions.items(), ("#3a6ea5", "#c07a2f")):
+    for i, (name, values) in enumerate(fractions.items()):
         if values:
-            ax.hist([f for _, f in values], bins=bins, color=colour, alpha=0.75,
+            ax.hist([f for _, f in values], bins=bins, color=f"C{i}", alpha=0.75,
                     edgecolor="white", label=f"{name} ({_students(len(values))})")
-    ax.axvline(1.0, color="#555555", linestyle=":", label="the one-core peak (NumPy)")
-    ax.set_xlabel(f"fraction of the machine's one-core peak at {FOCUS}x{FOCUS} (GFLOP/s / peak)")
+    ax.axvline(1.0, color="#555555", linestyle=":", label=spec.profile.peak_label)
+    ax.set_xlabel(f"fraction of the machine's one-core peak at {focus}x{focus} (GFLOP/s / peak)")
     ax.set_ylabel("students")
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("How close each product came to the machine")
@@ -465,7 +468,7 @@ def plot_peak_fractions(fractions: dict[str, list[tuple[str, float]]], path: Pat
     return _save(fig, path)
 
 
-def plot_leaderboard(rows: list[LeaderRow], path: Path) -> str | None:
+def plot_leaderboard(rows: list[LeaderRow], path: Path, spec: Assignment) -> str | None:
     if not rows:
         return None
     fig = _figure(8, 1.3 + 0.38 * len(rows))
@@ -481,8 +484,8 @@ def plot_leaderboard(rows: list[LeaderRow], path: Path) -> str | None:
     ax.axvline(limit, color="#b22222", linestyle="--", linewidth=1.5,
                label=f"limit: at most {limit:g}x")
     ax.set_xlim(0, max(max(r.high for r in rows), limit) * 1.15)
-    ax.set_xlabel("times slower than NumPy at 256x256 (shorter bar = faster)")
-    ax.set_title("Blocked matmul leaderboard (correct implementations only)")
+    ax.set_xlabel(f"{spec.leaderboard.axis} (shorter bar = faster)")
+    ax.set_title(f"{spec.leaderboard.title}: students who passed {spec.leaderboard.requires}")
     ax.legend(loc="lower right")
     return _save(fig, path)
 
@@ -522,18 +525,19 @@ def render(course: Course, cohort: list[StudentResult], out_dir: Path,
     for name in PLOT_FILES.values():
         (out_dir / name).unlink(missing_ok=True)
 
+    spec = course.spec
     summary = summarize(cohort)
-    rates = pass_rates(cohort, _grade_order(course))
-    ratios = sorted(speed_ratios(cohort), key=lambda r: (r[1], r[0]))
-    rows = leaderboard(cohort)
-    fractions = peak_fractions(cohort)
+    rates = pass_rates(cohort, _grade_order(course), spec)
+    ratios = sorted(speed_ratios(cohort, spec), key=lambda r: (r[1], r[0]))
+    rows = leaderboard(cohort, spec)
+    fractions = peak_fractions(cohort, spec)
     similar = code_similarity(course, [r.student for r in cohort], threshold) if similarity else None
     plots = {
         "scores": plot_scores(cohort, out_dir / PLOT_FILES["scores"]),
         "pass_rates": plot_pass_rates(rates, out_dir / PLOT_FILES["pass_rates"]),
-        "speed": plot_speed(ratios, out_dir / PLOT_FILES["speed"]),
-        "peak": plot_peak_fractions(fractions, out_dir / PLOT_FILES["peak"]),
-        "leaderboard": plot_leaderboard(rows, out_dir / PLOT_FILES["leaderboard"]),
+        "speed": plot_speed(ratios, out_dir / PLOT_FILES["speed"], spec),
+        "peak": plot_peak_fractions(fractions, out_dir / PLOT_FILES["peak"], spec),
+        "leaderboard": plot_leaderboard(rows, out_dir / PLOT_FILES["leaderboard"], spec),
     }
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
@@ -542,9 +546,9 @@ def render(course: Course, cohort: list[StudentResult], out_dir: Path,
         assignment=course.assignment, summary=summary, rates=rates, ratios=ratios,
         speed_limit=max((limit for _, _, limit in ratios), default=None),
         speed_median=statistics.median([v for _, v, _ in ratios]) if ratios else None,
-        speed_timing=SPEED_TIMING, blocked_test=BLOCKED_TEST, leaderboard=rows,
+        board=spec.leaderboard, leaderboard=rows, spec=spec,
         similarity=similar, plots=plots, noise_chars=NOISE_CHARS, machines=machines(cohort),
-        fractions=fractions, focus=FOCUS,
+        fractions=fractions, focus=spec.profile.focus if spec.profile else None,
         fraction_median={name: statistics.median([f for _, f in values])
                          for name, values in fractions.items() if values})
     index = out_dir / "index.html"

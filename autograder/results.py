@@ -1,52 +1,29 @@
 """Read what grading produced into plain records for feedback, export and report.
 
-Scores come from nbgrader's gradebook (the one record of them). Two things the gradebook does not
-keep come from files next to it: the message of each failed test (from the autograded notebook:
-the error's name and message only, never its traceback or the cell's source, which would show
-hidden tests) and the timing figures the timing tests print.
+Scores come from nbgrader's gradebook (the one record of them). What the gradebook does not keep
+comes from files next to it: the message of each failed test (from the autograded notebook: the
+error's name and message only, never its traceback or the cell's source, which would show hidden
+tests), the timing figures the timing tests print, what grading measured of the submission's
+speed (`performance`), and how grading went (`records`).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
 from .course import Course
-from .grade import read_record
+from .gradebook import open_gradebook
+from .notebook import grade_id, nbgrader, part_of
+from .outcomes import Timing, failure_message, timings
 from .performance import SUFFIX, Performance
-
-TIMING_LINE = re.compile(
-    r"^\[timing\] (?P<name>[\w.-]+): (?P<value>[0-9.]+)x \(limit: (?P<kind>at most|at least) "
-    r"(?P<limit>[0-9.]+)x\)\s*$", re.M)
-PART_TITLES = {
-    "naive": "Part 1: naive loops",
-    "blocked": "Part 2: blocked matmul",
-    "footprint": "Part 2: cache footprint",
-    "numpy": "Part 3: NumPy",
-    "backend": "Part 4: backend",
-    "models": "Part 5: ML workloads",
-    "question": "Written answers",
-}
-MAX_MESSAGE = 600
-
-
-def format_points(value: float | None) -> str:
-    """`72.5`, `80`, `0.3`: at most four decimals, no trailing zeros; empty for None."""
-    if value is None:
-        return ""
-    text = f"{round(float(value), 4):.4f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def part_of(grade_id: str) -> str:
-    """Grade ids start with the part they check: `blocked_speed` belongs to `blocked`."""
-    return grade_id.split("_", 1)[0]
+from .records import Status, read_record
 
 
 @dataclass
-class TestOutcome:
+class ScoredTest:
+    """An autograded test cell as the gradebook scored it, with the message of its failure."""
     grade_id: str
     score: float
     max_score: float
@@ -69,28 +46,16 @@ class WrittenAnswer:
 
 
 @dataclass
-class Timing:
-    name: str
-    value: float
-    kind: str                # "at most" | "at least"
-    limit: float
-
-    @property
-    def passed(self) -> bool:
-        return self.value <= self.limit if self.kind == "at most" else self.value >= self.limit
-
-
-@dataclass
 class StudentResult:
     student: str
     name: str = ""
     email: str = ""
-    status: str = "not graded"     # graded | failed | timeout | not graded
+    status: str = Status.NOT_GRADED
     reason: str = ""
     timestamp: str = ""
     seconds_late: float = 0.0
     late_penalty: float = 0.0
-    tests: list[TestOutcome] = field(default_factory=list)
+    tests: list[ScoredTest] = field(default_factory=list)
     answers: list[WrittenAnswer] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     score: float = 0.0             # nbgrader's total, late penalty applied
@@ -123,50 +88,28 @@ class StudentResult:
         return next((t for t in self.timings if t.name == name), None)
 
 
-def _text(output) -> str:
-    if output.get("output_type") == "stream":
-        return output.get("text", "")
-    return ""
-
-
-def _failure_message(outputs) -> str:
-    for output in outputs:
-        if output.get("output_type") == "error":
-            name, value = output.get("ename", "Error"), str(output.get("evalue", "")).strip()
-            if name == "NotImplementedError" and not value:
-                message = "NotImplementedError: a function this test uses is not written yet"
-            elif not value:
-                message = f"{name} (the test stopped without a message)"
-            else:
-                message = f"{name}: {value}"
-            return message[:MAX_MESSAGE]
-    return ""
-
-
 def read_notebook_details(path: Path) -> tuple[dict[str, str], list[Timing]]:
     """Failure messages by grade id, and the timing lines, of one autograded notebook."""
     messages: dict[str, str] = {}
-    timings: list[Timing] = []
+    found: list[Timing] = []
     if not path.is_file():
-        return messages, timings
+        return messages, found
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("grade"):
+        if cell.cell_type != "code" or not nbgrader(cell).get("grade"):
             continue
         outputs = cell.get("outputs", [])
-        messages[meta["grade_id"]] = _failure_message(outputs)
-        for match in TIMING_LINE.finditer("".join(_text(o) for o in outputs)):
-            timings.append(Timing(match["name"], float(match["value"]), match["kind"],
-                                  float(match["limit"])))
-    return messages, timings
+        messages[grade_id(cell)] = failure_message(outputs)
+        found += timings("".join(o.get("text", "") for o in outputs
+                                 if o.get("output_type") == "stream"))
+    return messages, found
 
 
 def grade_order(course: Course) -> dict[str, int]:
     """Position of each graded cell in the source notebook, to list tests in the order students see."""
     nb = nbformat.read(course.source_notebook, as_version=4)
-    ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
-    return {grade_id: i for i, grade_id in enumerate(ids) if grade_id}
+    ids = [grade_id(c) for c in nb.cells]
+    return {name: i for i, name in enumerate(ids) if name}
 
 
 def load_student(course: Course, gb, student: str, order: dict[str, int]) -> StudentResult:
@@ -192,16 +135,16 @@ def load_student(course: Course, gb, student: str, order: dict[str, int]) -> Stu
     result.score = float(submission.score) - result.late_penalty
     result.max_score = float(submission.max_score)
     for notebook in submission.notebooks:
-        messages, timings = read_notebook_details(
+        messages, found = read_notebook_details(
             course.autograded_dir(student) / f"{notebook.name}.ipynb")
-        result.timings.extend(timings)
+        result.timings.extend(found)
         result.performance = result.performance or Performance.read(
             course.autograded_dir(student) / f"{notebook.name}{SUFFIX}")
         for grade in sorted(notebook.grades, key=lambda g: order.get(g.name, len(order))):
             if grade.cell.cell_type == "code":
-                result.tests.append(TestOutcome(grade.name, float(grade.score or 0),
-                                                float(grade.max_score),
-                                                messages.get(grade.name, "")))
+                result.tests.append(ScoredTest(grade.name, float(grade.score or 0),
+                                               float(grade.max_score),
+                                               messages.get(grade.name, "")))
             else:
                 pending = grade.needs_manual_grade
                 result.answers.append(WrittenAnswer(
@@ -212,9 +155,7 @@ def load_student(course: Course, gb, student: str, order: dict[str, int]) -> Stu
 
 def load_cohort(course: Course, students: list[str] | None = None) -> list[StudentResult]:
     """Every collected student's result (graded or not), sorted by student id."""
-    from nbgrader.api import Gradebook
-
     wanted = students or course.submitted_students()
     order = grade_order(course)
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         return [load_student(course, gb, s, order) for s in sorted(wanted)]

@@ -41,7 +41,7 @@ def main() -> int:
     try:
         for name, (edits, must_fail) in calibrate.variants(course, args.factor).items():
             trials = args.trials if not must_fail else args.variant_trials
-            runs.append(calibrate.run_variant(name, calibrate.graded_notebook(course, edits),
+            runs.append(calibrate.run_variant(course, name, calibrate.graded_notebook(course, edits),
                                               must_fail, trials, launcher))
             print(f"  {name}: {trials} trials done ({time.monotonic() - started:.0f} s)", flush=True)
     finally:

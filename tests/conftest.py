@@ -7,11 +7,11 @@ import nbformat
 import pytest
 
 from autograder.course import REPO_ROOT, Course
-from autograder.submissions import PARTS, fill
+from autograder.submissions import ALL, fill
 
 # student id -> (first name, last name, parts answered). Ids look like LMS user ids.
 COHORT = {
-    "1001": ("Ada", "Lovelace", PARTS),
+    "1001": ("Ada", "Lovelace", ALL),
     "1002": ("Grace", "Hopper", ("naive", "numpy", "footprint")),
     "1003": ("Alan", "Turing", ()),
 }
@@ -21,13 +21,13 @@ def submit(course: Course, student: str, nb: nbformat.NotebookNode) -> Path:
     """Place a notebook as nbgrader's submitted/<student>/<assignment>/ file."""
     folder = course.submitted_dir(student)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "acceleration.ipynb"
+    path = folder / course.notebook
     nbformat.write(nb, path)
     return path
 
 
-def submission(course: Course, parts=PARTS, edits=None) -> nbformat.NotebookNode:
-    return fill(course.release_dir / "acceleration.ipynb", course.source_notebook, parts, edits)
+def submission(course: Course, parts=ALL, edits=None) -> nbformat.NotebookNode:
+    return fill(course.release_notebook, course.source_notebook, parts, edits)
 
 
 @pytest.fixture
@@ -39,16 +39,15 @@ def course(tmp_path) -> Course:
 @pytest.fixture(scope="session")
 def graded_course(tmp_path_factory) -> Course:
     """The COHORT graded once with the real pipeline; tests must not modify it."""
-    from nbgrader.api import Gradebook
-
     from autograder.grade import grade_batch
+    from autograder.gradebook import open_gradebook
 
     course = Course.scaffold(tmp_path_factory.mktemp("graded") / "course", Course.at(REPO_ROOT))
     for student, (_, _, parts) in COHORT.items():
         submit(course, student, submission(course, parts))
     batch = grade_batch(course, jobs=2, progress=False)
     assert [r.status for r in batch.graded] == ["graded"] * len(COHORT), batch
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         for student, (first, last, _) in COHORT.items():
             gb.update_or_create_student(student, first_name=first, last_name=last,
                                         email=f"{first.lower()}@example.edu")

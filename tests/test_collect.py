@@ -14,7 +14,7 @@ import pytest
 from nbgrader.utils import parse_utc
 
 from autograder.collect import (CollectError, CollectReport, add_arguments, collect, read_roster, run)
-from autograder.course import NOTEBOOK, Course
+from autograder.course import Course
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lms"
 CANVAS_ZIP = FIXTURES / "canvas_submissions.zip"
@@ -71,7 +71,7 @@ def entry_bytes(zip_path: Path, name: str) -> bytes:
 
 
 def submitted(course: Course, student: str) -> Path:
-    return course.submitted_dir(student) / NOTEBOOK
+    return course.submitted_dir(student) / course.notebook
 
 
 def reasons(report: CollectReport) -> dict[str, str]:
@@ -387,7 +387,7 @@ def test_a_new_submission_replaces_and_keeps_the_previous_one(course, tmp_path):
     item = next(i for i in report.imported if i.student == "10231")
     assert item.previous is not None
     assert item.previous.parent == course.root / "collected" / "previous" / "10231"
-    assert (item.previous / NOTEBOOK).read_bytes() == old
+    assert (item.previous / "acceleration.ipynb").read_bytes() == old
     assert read_roster(course)["10231"].file == "nguyenana_10231_7740300_acceleration-1.ipynb"
     assert "Replaced: 10231" in report.format_table()
 

@@ -13,7 +13,9 @@ import pytest
 from autograder import export as ex
 from autograder.cli import main
 from autograder.course import Course
-from autograder.results import format_points, load_cohort
+from autograder.gradebook import open_gradebook
+from autograder.outcomes import format_points
+from autograder.results import load_cohort
 
 PARTS = ["naive", "blocked", "footprint", "numpy", "backend", "models", "question"]
 PLAIN_HEADER = ["student_id", "name", "status", *PARTS,
@@ -22,25 +24,15 @@ CANVAS_HEADER = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 MOODLE_HEADER = ["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade",
                  "Grade can be changed", "Last modified (submission)", "Last modified (grade)"]
 NOW = datetime(2025, 3, 14, 15, 9, 26, tzinfo=timezone.utc)
-# Speed tests compare timings, so on a loaded machine a correct solution can lose their points.
-TIMED = {"blocked_speed": "blocked", "backend_speed": "backend"}
-
-
-def timing_loss(course: Course, student: str) -> dict[str, float]:
-    """Points the student lost in speed tests, by part (all other points are deterministic)."""
-    result = next(r for r in load_cohort(course) if r.student == student)
-    lost = {part: 0.0 for part in TIMED.values()}
-    for test in result.tests:
-        if test.grade_id in TIMED:
-            lost[TIMED[test.grade_id]] += test.max_score - test.score
-        else:
-            assert test.passed or student != "1001", test
-    return lost
+# The cohort's autograded points, known from what each answered (tests/conftest.py): 1001 all of
+# it, 1002 naive (15), footprint (8) and numpy (5), 1003 nothing. Fixed here, not read back from
+# the gradebook the export reads: the reference passes its timing tests on a busy machine too
+# (README: timing tests).
+KNOWN = {"1001": 80.0, "1002": 28.0, "1003": 0.0}
 
 
 def known_total(course: Course, student: str) -> float:
-    known = {"1001": 80.0, "1002": 28.0, "1003": 0.0}[student]
-    return known - (sum(timing_loss(course, student).values()) if student == "1001" else 0.0)
+    return KNOWN[student]
 
 
 def number(value: float) -> str:
@@ -67,9 +59,7 @@ def copy_course(course: Course, dest: Path) -> Course:
 
 
 def set_late_penalty(course: Course, student: str, penalty: float, hours_late: float) -> None:
-    from nbgrader.api import Gradebook
-
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         due = datetime(2025, 3, 1, 12, 0)
         gb.update_or_create_assignment(course.assignment, duedate=due)
         submission = gb.find_submission(course.assignment, student)
@@ -80,9 +70,7 @@ def set_late_penalty(course: Course, student: str, penalty: float, hours_late: f
 
 
 def rename(course: Course, student: str, first: str, last: str) -> None:
-    from nbgrader.api import Gradebook
-
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         gb.update_or_create_student(student, first_name=first, last_name=last)
 
 
@@ -113,9 +101,7 @@ def test_plain_csv_has_every_part_and_the_totals(graded_course, tmp_path, capsys
 
     ada = by_id["1001"]
     assert (ada["name"], ada["status"]) == ("Ada Lovelace", "graded")
-    lost = timing_loss(graded_course, "1001")
-    assert [ada[p] for p in PARTS] == ["15", number(22 - lost["blocked"]), "8", "5",
-                                       number(15 - lost["backend"]), "15", ""]
+    assert [ada[p] for p in PARTS] == ["15", "22", "8", "5", "15", "15", ""]
     ada_total = number(known_total(graded_course, "1001"))
     assert (ada["auto_total"], ada["written_total"], ada["late_penalty"], ada["total"],
             ada["max"]) == (ada_total, "", "0", ada_total, "100")
@@ -189,7 +175,7 @@ def test_canvas_gradebook_import_csv(graded_course, tmp_path, capsys):
 def test_canvas_column_without_an_id_is_written_with_a_warning(graded_course, tmp_path, capsys):
     out = tmp_path / "canvas.csv"
     assert run_export(graded_course, "--format", "canvas", "-o", str(out)) == 0
-    assert read_csv(out)[0] == [*CANVAS_HEADER, ex.DEFAULT_CANVAS_ASSIGNMENT]
+    assert read_csv(out)[0] == [*CANVAS_HEADER, graded_course.spec.column_title]
     err = capsys.readouterr().err
     assert "no assignment id in parentheses" in err and "create a new assignment" in err
 

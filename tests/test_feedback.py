@@ -8,33 +8,37 @@ import re
 import pytest
 
 from autograder import machine
+from autograder.course import REPO_ROOT, Course
 from autograder.feedback import feedback_path, write_feedback
-from autograder.performance import BLOCKED, NUMPY, Performance
-from autograder.trusted.profile import PEAK, Profile
+from autograder.performance import Performance, explained
+from autograder.trusted.profile import PEAK, Profile, reference_name
 from tests.test_export import copy_course
+
+SPEC = Course.at(REPO_ROOT).spec
+BLOCKED, NUMPY = "matmul_blocked", "matmul_numpy"
 
 
 def _profile(blocked_ms: float, numpy_ms: float, peak_ms: float = 0.5) -> Performance:
     seconds = {PEAK: {256: peak_ms / 1e3}, BLOCKED: {256: blocked_ms / 1e3},
-               f"{BLOCKED} reference": {256: 1.4 / 1e3}, NUMPY: {256: numpy_ms / 1e3}}
+               reference_name(BLOCKED): {256: 1.4 / 1e3}, NUMPY: {256: numpy_ms / 1e3}}
     return Performance(Profile([256], seconds, {}, []), [])
 
 
-def test_the_sentence_says_what_the_gap_means():
-    close, mid, far = (_profile(ms, 0.5).meaning() for ms in (0.55, 1.5, 60.0))
+def test_the_assignment_says_what_the_gap_means():
+    close, mid, far = (explained(_profile(ms, 0.5), SPEC) for ms in (0.55, 1.5, 60.0))
     assert close[0].startswith("Your tiles run at 91% of BLAS")
     assert "SIMD, packing, register blocking" in mid[0] and "question 3" in mid[0]
     assert mid[0].startswith("Your tiles run at 33% of BLAS (the reference tiling: 36%)")
     assert "most of the time goes to Python" in far[0]
     assert "one-core peak (67.1 GFLOP/s at 256x256)" in mid[1]
-    assert "reaches only 25% of the one-core peak" in _profile(1.5, 2.0).meaning()[1]
-    assert Performance(None, []).meaning() == []
+    assert "reaches only 25% of the one-core peak" in explained(_profile(1.5, 2.0), SPEC)[1]
+    assert explained(Performance(None, []), SPEC) == []
 
 
 def test_gflops_and_fractions_come_from_the_profile():
     perf = _profile(1.0, 0.5)
-    assert perf.gflops(BLOCKED) == pytest.approx(2 * 256 ** 3 / 1e-3 / 1e9)
-    assert perf.fraction(BLOCKED) == pytest.approx(0.5) and perf.fraction(NUMPY) == 1.0
+    assert perf.gflops(BLOCKED, 256) == pytest.approx(2 * 256 ** 3 / 1e-3 / 1e9)
+    assert perf.fraction(BLOCKED, 256) == pytest.approx(0.5) and perf.fraction(NUMPY, 256) == 1.0
     assert perf.gflops(BLOCKED, 512) is None
 
 
@@ -55,4 +59,5 @@ def test_feedback_shows_the_grader_s_measurements(graded_course, tmp_path):
     for n in (64, 128, 256, 512):
         assert re.search(rf"\b{n}\s+[0-9]+\.[0-9]{{3}}", text), n
     blank = html.unescape(feedback_path(course, "1003").read_text(encoding="utf-8"))
-    assert "Not measured: the speed profile needs a working matmul_blocked" in blank
+    assert "Not measured: the speed profile needs working functions" in blank
+    assert "matmul_blocked: not timed (NotImplementedError" in blank

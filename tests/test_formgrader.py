@@ -40,6 +40,7 @@ import pytest
 
 from autograder.course import Course, tool_environment
 from autograder.export import graded_cells
+from tests.browser import chromium_driver
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +48,6 @@ STUDENT = "1001"                     # answered everything (tests/conftest.py CO
 CHECKED = "question_memory_access"   # the written answer whose rubric and text are checked
 SERVER_START_TIMEOUT = 60
 PAGE_TIMEOUT = 30
-
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--disable-dev-shm-usage", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1200,1000")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,29 +148,9 @@ def formgrader(graded_course, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # the browser
 # ------------------------------------------------------------------------------------------------
-def chromium_driver(profile: Path):
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not chromedriver:
-        pytest.fail("chromium and chromedriver are needed to grade in formgrader: run "
-                    "`make system-packages` (installs the Debian chromium and chromium-driver "
-                    "packages)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("selenium is not installed: run `make test` (installs the test extras)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-
-
 @pytest.fixture
 def browser(tmp_path):
-    driver = chromium_driver(tmp_path / "chromium-profile")
+    driver = chromium_driver(tmp_path / "chromium-profile", "grade in formgrader")
     driver.set_page_load_timeout(PAGE_TIMEOUT)
     try:
         yield driver

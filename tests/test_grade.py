@@ -11,8 +11,9 @@ import time
 import nbformat
 import pytest
 
-from autograder.course import REPO_ROOT, Course, tool_environment
-from autograder.grade import grade_batch, pending, read_record
+from autograder.course import REPO_ROOT, Course, CourseError, tool_environment
+from autograder.grade import grade_batch, pending
+from autograder.records import read_record
 from autograder.results import load_cohort
 from tests.conftest import COHORT, submission, submit
 
@@ -96,7 +97,7 @@ def test_named_students_and_force(graded_course, tmp_path):
     batch = grade_batch(course, ["1002"], progress=False)
     assert [r.student for r in batch.graded] == ["1002"] and batch.skipped == []
     assert read_record(course, "1002").finished_at > before
-    with pytest.raises(Exception, match="no submission under submitted/ for: 9999"):
+    with pytest.raises(CourseError, match="no submission under submitted/ for: 9999"):
         grade_batch(course, ["9999"], progress=False)
 
 

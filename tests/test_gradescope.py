@@ -22,7 +22,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import gradescope, gradescope_run
+from autograder import notebook
+from autograder.gradescope import build as gradescope
+from autograder.gradescope import notebook as gs_notebook
+from autograder.gradescope import run as gradescope_run
 from autograder.course import REPO_ROOT, Course, CourseError
 from autograder.submissions import reference_answers
 from autograder.trusted import launch, runner
@@ -158,10 +161,23 @@ def test_zip_has_gradescope_files_at_its_root_and_no_tests(bundle):
         assert infos[script].filename == script  # at the root, not in a folder
     assert stat.S_IMODE(infos[TEMPLATE].external_attr >> 16) == 0o600
     package = {name for name in infos if name.startswith("autograder/")}
-    assert {"autograder/__init__.py", "autograder/gradescope_run.py",
+    assert {"autograder/__init__.py", "autograder/gradescope/run.py",
             "autograder/trusted/runner.py", "autograder/trusted/worker.py"} <= package
     assert all(name.endswith(".py") and "__pycache__" not in name for name in package)
     assert not any(name.startswith("tests/") or "/test_" in name for name in infos)
+
+
+def test_the_zip_holds_every_module_the_runtime_imports_and_no_stage():
+    import grimp
+
+    graph = grimp.build_graph("autograder")
+    needed = graph.find_upstream_modules("autograder.gradescope.run") | {
+        "autograder.gradescope.run", "autograder.trusted.worker"}   # the worker runs as a module
+    shipped = {name[:-len(".py")].replace("/", ".").removesuffix(".__init__")
+               for name in gradescope.runtime_files()}
+    assert needed <= shipped, sorted(needed - shipped)
+    assert not {"autograder.grade", "autograder.results", "autograder.feedback",
+                "autograder.gradebook", "autograder.preprocessors.trusted_tests"} & shipped
 
 
 def test_scripts_are_valid_bash(bundle, tmp_path):
@@ -175,7 +191,7 @@ def test_scripts_are_valid_bash(bundle, tmp_path):
     setup = members["setup.sh"].decode()
     assert '-r "$here/requirements.txt"' in setup and "venv" in setup
     assert "python3.11" in setup  # numpy 2.4 and matplotlib 3.11 need Python >= 3.11
-    assert "python3 -m autograder.gradescope_run" in members["run_autograder"].decode()
+    assert "python3 -m autograder.gradescope.run" in members["run_autograder"].decode()
 
 
 def test_requirements_are_pinned_as_in_the_lock(bundle):
@@ -201,7 +217,7 @@ def test_template_is_the_release_with_the_hidden_tests_put_back(bundle):
     source = {_grade_id(c): c for c in nbformat.read(course.source_notebook, 4).cells}
     release = {_grade_id(c): c for c in nbformat.read(course.release_dir / "acceleration.ipynb",
                                                       4).cells}
-    tests = {_grade_id(c): c for c in template.cells if runner.is_test_cell(c)}
+    tests = {_grade_id(c): c for c in template.cells if notebook.is_test_cell(c)}
     assert {g: c.metadata.nbgrader.points for g, c in tests.items()} == POINTS
     for grade_id, cell in tests.items():
         assert cell.source == source[grade_id].source
@@ -280,9 +296,9 @@ def test_a_solution_in_the_release_is_refused(course):
 # ------------------------------------------------------------------------------------------------
 def test_test_cells_split_at_their_hidden_tests():
     cell = "a = 1\nassert a\n\n### BEGIN HIDDEN TESTS\nassert a == 1\n### END HIDDEN TESTS\n"
-    assert gradescope_run.split_hidden_tests(cell) == (
+    assert gs_notebook.split_hidden_tests(cell) == (
         "a = 1\nassert a\n\n", "### BEGIN HIDDEN TESTS\nassert a == 1\n### END HIDDEN TESTS\n")
-    assert gradescope.strip_hidden_tests(cell) == "a = 1\nassert a\n\n"
+    assert notebook.strip_region(cell, notebook.HIDDEN_TESTS) == "a = 1\nassert a\n\n"
     unsplittable = [
         "for i in range(2):\n    ### BEGIN HIDDEN TESTS\n    assert i < 2\n"
         "    ### END HIDDEN TESTS\n",
@@ -293,14 +309,14 @@ def test_test_cells_split_at_their_hidden_tests():
         "x = (1,\n### BEGIN HIDDEN TESTS\n2)\n### END HIDDEN TESTS\n",
     ]
     for source in unsplittable:
-        assert gradescope_run.split_hidden_tests(source) is None, source
+        assert gs_notebook.split_hidden_tests(source) is None, source
     # Every graded cell of the assignment splits, and its public part is what students have.
     course = Course.at(REPO_ROOT)
     release = {_grade_id(c): c.source for c in nbformat.read(course.release_dir /
                                                                "acceleration.ipynb", 4).cells}
     for cell in nbformat.read(course.source_notebook, 4).cells:
-        if runner.is_test_cell(cell):
-            public, _ = gradescope_run.split_hidden_tests(cell.source)
+        if notebook.is_test_cell(cell):
+            public, _ = gs_notebook.split_hidden_tests(cell.source)
             assert public.strip() == release[_grade_id(cell)].strip()
 
 
@@ -437,27 +453,7 @@ def test_blank_scores_zero_and_says_why(gradescope_home, scratch_course):
     assert written["output"].count("empty") == 4
 
 
-SPLIT_CASES = {
-    # Public checks pass, hidden tests fail: naive_errors misses 1-D inputs, the footprint
-    # always says block size 64 (the one size the notebook checks). The visible check passes,
-    # the scored test gets 0 (shown after the due date), exactly as run_tests scores the whole
-    # cell.
-    "naive_impl": """
-def matmul_naive(a, b):
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"incompatible shapes {a.shape} @ {b.shape}")
-    m, k = a.shape
-    n = b.shape[1]
-    c = np.zeros((m, n), dtype=np.float32)
-    for i in range(m):
-        for j in range(n):
-            total = 0.0
-            for p in range(k):
-                total += a[i, p] * b[p, j]
-            c[i, j] = total
-    return c
-""",
-    "footprint_impl": """
+FOOTPRINT_ALWAYS_64 = """
 BYTES_PER_FLOAT32 = 4
 TILES_IN_FLIGHT = 3
 L1_BYTES = 32 * 1024
@@ -468,13 +464,26 @@ def calculate_cache_footprint(block_size):
     total = TILES_IN_FLIGHT * block_size * block_size * BYTES_PER_FLOAT32
     return {"block_size": 64, "bytes_per_block": total // 3, "total_bytes": total,
             "fits_in_l1": total <= L1_BYTES, "fits_in_l2": total <= L2_BYTES}
-""",
-}
+"""
+
+
+def split_cases(answers: dict[str, str]) -> dict[str, str]:
+    """Public checks pass, hidden tests fail: naive_errors misses 1-D inputs (the reference without
+    its ndim check: an IndexError, not a ValueError), the footprint always says block size 64
+    (the one size the notebook checks). The visible check passes, the scored test gets 0 (shown
+    after the due date), exactly as run_tests scores the whole cell."""
+    naive = answers["naive_impl"]
+    for old, new in [("a.ndim != 2 or b.ndim != 2", "False"),
+                     ("m, k = a.shape\n", "m, k = a.shape[0], a.shape[1]\n")]:
+        assert old in naive, "the reference naive answer changed: update split_cases"
+        naive = naive.replace(old, new)
+    return {"naive_impl": naive, "footprint_impl": FOOTPRINT_ALWAYS_64}
 
 
 @pytest.mark.slow
 def test_split_cells_score_as_the_whole_cell(gradescope_home, scratch_course):
-    nb = submission(scratch_course, edits=SPLIT_CASES)
+    nb = submission(scratch_course,
+                    edits=split_cases(reference_answers(scratch_course.source_notebook)))
     results, _ = run_autograder(gradescope_home, nb)
     assert_gradescope_format(results)
     tests, visible = scored(results), checks(results)
@@ -487,9 +496,9 @@ def test_split_cells_score_as_the_whole_cell(gradescope_home, scratch_course):
     whole = copy.deepcopy(template)
     answers = {_grade_id(c): c.source for c in nb.cells}
     for cell in whole.cells:
-        if runner.is_implementation_cell(cell):
+        if notebook.is_implementation_cell(cell):
             cell.source = answers[_grade_id(cell)]
-    report = runner.run_tests(whole)
+    report = runner.run_tests(whole, scratch_course.spec)
     assert {g: o.passed for g, o in report.outcomes.items()} == {
         g: t["score"] == t["max_score"] for g, t in tests.items()}
     assert total(results) == sum(POINTS.values()) - POINTS["naive_errors"] - POINTS[
@@ -627,3 +636,21 @@ def test_without_bubblewrap_a_worker_still_cannot_start_a_process(bundle, tmp_pa
         assert "Resource temporarily unavailable" in tests["blocked_correct"]["output"]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_runtime_grades_with_nbgrader_unimportable(bundle, tmp_path, scratch_course):
+    """Gradescope's container has no nbgrader: run what run_autograder runs, with every import of
+    nbgrader failing, from the zip's own copy of the package."""
+    home = _lay_out(bundle, tmp_path)
+    nbformat.write(submission(scratch_course), home / "submission" / "acceleration.ipynb")
+    program = ("import runpy, sys\n"
+               "sys.modules['nbgrader'] = None   # `import nbgrader` now raises ImportError\n"
+               "runpy.run_module('autograder.gradescope.run', run_name='__main__')\n")
+    env = _environment(AUTOGRADER_ROOT=str(home), PYTHONPATH=str(home / "source"))
+    proc = subprocess.run([sys.executable, "-c", program], cwd=home / "source", env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"autograder package: {(home / 'source' / 'autograder').resolve()}" in proc.stdout
+    results = json.loads((home / "results" / "results.json").read_text())
+    assert total(results) == sum(POINTS.values()), results["output"]

@@ -12,11 +12,12 @@ import nbformat
 import pytest
 
 from autograder.cli import main
-from autograder.course import Course
+from autograder.course import REPO_ROOT, Course
 from autograder.performance import Performance
 from autograder.report import PLOT_FILES, build_report, code_similarity, leaderboard, render
 from autograder import results
 from autograder.results import StudentResult, Timing, load_cohort
+from tests.browser import chromium_driver
 from tests.conftest import COHORT, submission, submit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,10 +27,6 @@ RENAMES = {"total": "acc", "c": "out", "i": "row", "j": "col", "p": "step", "i0"
            "i1": "r1", "j0": "c0", "j1": "c1", "p0": "s0", "p1": "s1", "k_b": "k_other",
            "hidden": "activations"}
 RENAME_PATTERN = re.compile(r"\b(" + "|".join(RENAMES) + r")\b")
-
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1200,1000")
 
 
 class _Tables(HTMLParser):
@@ -156,7 +153,7 @@ def test_graded_students_without_timings(graded_course, tmp_path):
 
     assert "leaderboard" not in page.tables
     assert "No data: no graded submission has a <code>blocked_vs_numpy_256</code> figure" in html
-    assert "No data: nobody has a correct blocked matmul" in html
+    assert "No data: nobody who passed <code>blocked_correct</code> has a speed figure" in html
     assert not (index.parent / PLOT_FILES["speed"]).exists()
     assert not (index.parent / PLOT_FILES["leaderboard"]).exists()
     # 1002's matmul_numpy works, so the grader profiled it: the one plot of speed there is.
@@ -280,31 +277,12 @@ def test_heavy_libraries_load_only_when_the_report_is_built():
 # ------------------------------------------------------------------------------------------------
 # The page in a real browser
 # ------------------------------------------------------------------------------------------------
-def chromium_driver(profile: Path):
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not chromedriver:
-        pytest.fail("chromium and chromedriver are needed to check the report in a browser: "
-                    "run `make system-packages` (installs the Debian chromium and "
-                    "chromium-driver packages)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("selenium is not installed: run `make test` (installs the test extras)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    return webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-
-
 @pytest.mark.slow
 def test_report_renders_in_chromium(graded_course, tmp_path, capsys):
     from selenium.webdriver.common.by import By
 
     index = run_report(graded_course, tmp_path / "report", capsys)
-    driver = chromium_driver(tmp_path / "chromium-profile")
+    driver = chromium_driver(tmp_path / "chromium-profile", "check the report in a browser")
     try:
         driver.set_page_load_timeout(60)
         driver.get(index.as_uri())
@@ -334,7 +312,7 @@ def _timed(student: str, ratio: float, spread: float = 1.0, cpu: str = "CPU A") 
     speeds = [{"function": "matmul_blocked", "reference": "np.matmul",
                "shapes": [[256, 256], [256, 256]], "ratio": ratio, "spread": spread}]
     return StudentResult(student, status="graded",
-                         tests=[results.TestOutcome("blocked_correct", 12, 12)],
+                         tests=[results.ScoredTest("blocked_correct", 12, 12)],
                          timings=[Timing("blocked_vs_numpy_256", ratio, "at most", 10)],
                          performance=Performance(None, speeds),
                          machine={"cpu": cpu, "cores": 2, "blas": "openblas 0.3",
@@ -344,7 +322,7 @@ def _timed(student: str, ratio: float, spread: float = 1.0, cpu: str = "CPU A") 
 def test_ties_within_noise_share_a_rank():
     cohort = [_timed("a", 2.0), _timed("b", 2.1), _timed("c", 3.0), _timed("d", 3.2, 1.5),
               _timed("e", 6.0)]
-    rows = leaderboard(cohort)
+    rows = leaderboard(cohort, Course.at(REPO_ROOT).spec)
     assert [(r.student, r.rank_text) for r in rows] == [
         ("a", "=1"), ("b", "=1"), ("c", "=3"), ("d", "=3"), ("e", "5")]
     # At least the 25% within which the grader's own rule treats two timings as equal.

@@ -19,6 +19,7 @@ import pytest
 
 from autograder import sandbox
 from autograder.sandbox import SandboxPolicy
+from tests.processes import processes_of, running_uids
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 60
@@ -57,13 +58,7 @@ def run_json(code: str, policy: SandboxPolicy | None = None):
 
 def unused_uid() -> int:
     """A uid with no account and no process, so a test owns its process count alone."""
-    running = set()
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            running.update(line.split()[1] for line in status.read_text().splitlines()
-                           if line.startswith("Uid:"))
-        except OSError:
-            pass
+    running = set(running_uids().values())
     for uid in range(60999, 60000, -1):
         try:
             pwd.getpwuid(uid)
@@ -71,18 +66,6 @@ def unused_uid() -> int:
             if str(uid) not in running:
                 return uid
     raise AssertionError("no free uid between 60000 and 60999")
-
-
-def processes_of(uid: int) -> list[str]:
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            lines = status.read_text().splitlines()
-        except OSError:
-            continue
-        if any(line.startswith("Uid:") and line.split()[1] == str(uid) for line in lines):
-            found.append(status.parent.name)
-    return found
 
 
 # ---------------------------------------------------------------------------------------------------

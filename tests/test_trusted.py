@@ -12,6 +12,7 @@ from autograder import calibrate, sandbox
 from autograder.course import REPO_ROOT, Course
 from autograder.submissions import reference_answers
 from autograder.trusted import launch, runner
+from tests import variants
 
 COURSE = Course.at(REPO_ROOT)
 ANSWERS = reference_answers(COURSE.source_notebook)
@@ -31,7 +32,8 @@ def run(edits: dict | None = None, **kwargs) -> runner.RunReport:
     ok, reason = sandbox.available()
     assert ok, f"{reason} (run make system-packages)"
     nb = calibrate.graded_notebook(COURSE, edits or {})
-    return runner.run_tests(nb, launch.grading_launcher(), call_timeout=20, **kwargs)
+    return runner.run_tests(nb, COURSE.spec, launch.grading_launcher(), call_timeout=20,
+                            **kwargs)
 
 
 def failed(report: runner.RunReport) -> dict[str, str]:
@@ -143,45 +145,20 @@ def test_cells_the_student_inserts_are_never_run():
     fake = nbformat.v4.new_code_cell("print('[timing] blocked_vs_numpy_256: 0.01x')\n"
                                      "matmul_blocked = None")
     nb.cells.insert(len(nb.cells) // 2, fake)
-    report = runner.run_tests(nb, launch.grading_launcher())
+    report = runner.run_tests(nb, COURSE.spec, launch.grading_launcher())
     assert failed(report) == {}
     assert "0.01x" not in report.outcomes["blocked_speed"].stdout
 
 
 # Honest answers in other styles ------------------------------------------------------------------
 
-def test_honest_answers_in_unusual_styles_pass():
-    lists_naive = naive(
-        "    rows, cols = a.tolist(), b.T.tolist()\n"
-        "    return np.array([[sum(x * y for x, y in zip(r, c)) for c in cols] for r in rows],\n"
-        "                    dtype=np.float32).reshape(a.shape[0], b.shape[1])\n")
-    dot_tiles = blocked(
-        "    m, n = a.shape[0], b.shape[1]\n"
-        "    if block_size < 1:\n"
-        "        raise ValueError('block_size must be positive')\n"
-        "    out = np.zeros((m, n), dtype=np.float32)\n"
-        "    tiles = lambda size: [(s, min(s + block_size, size)) for s in range(0, size, block_size)]\n"
-        "    for p0, p1 in tiles(a.shape[1]):\n"
-        "        for i0, i1 in tiles(m):\n"
-        "            for j0, j1 in tiles(n):\n"
-        "                out[i0:i1, j0:j1] += np.dot(a[i0:i1, p0:p1], b[p0:p1, j0:j1])\n"
-        "    return out\n")
-    table_backend = {"backend_impl": (
-        "class OptimizedBackend:\n"
-        "    def __init__(self):\n"
-        "        self._ops = {'matmul': self.matmul}\n\n"
-        "    def dispatch(self, op, *args, **kwargs):\n"
-        "        try:\n"
-        "            handler = self._ops[op]\n"
-        "        except KeyError:\n"
-        "            raise NotImplementedError(f'no {op} here') from None\n"
-        "        return handler(*args, **kwargs)\n\n"
-        "    def matmul(self, a, b):\n"
-        "        return matmul_numpy(a, b)\n\n\n"
-        "_backend = OptimizedBackend()\n\n\n"
-        "def matmul(a, b):\n"
-        "    return _backend.dispatch('matmul', a, b)\n")}
-    report = run({**lists_naive, **dot_tiles, **table_backend})
+@pytest.mark.parametrize("edits", [
+    {"naive_impl": variants.LISTS_NAIVE, "blocked_impl": variants.DOT_TILES,
+     "backend_impl": variants.TABLE_BACKEND},
+    {"blocked_impl": variants.OUT_BUFFERS},
+], ids=["lists-dot-table", "out-buffers"])
+def test_honest_answers_in_unusual_styles_pass(edits):
+    report = run(edits)
     assert failed(report) == {} and report.violations == {}
 
 

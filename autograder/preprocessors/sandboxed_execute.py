@@ -23,7 +23,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
 from traitlets import Any, Bool, Float, Int
 
-from ..trusted.runner import is_test_cell
+from ..notebook import is_test_cell
 
 
 class SandboxedKernelManager(AsyncKernelManager):

@@ -13,7 +13,10 @@ import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Float, Int
 
-from .. import performance
+from pathlib import Path
+
+from .. import assignment, performance
+from ..notebook import grade_id, is_test_cell
 from ..trusted import launch, runner
 
 
@@ -28,8 +31,16 @@ class TrustedTests(NbGraderPreprocessor):
     def launcher(self) -> launch.Launcher:
         return launch.grading_launcher(self.sandbox_uid, self.memory_bytes, self.sandbox)
 
+    def spec(self, resources) -> assignment.Assignment:
+        """The assignment being graded, as its grading.py (beside its source notebook) says."""
+        from nbgrader.coursedir import CourseDirectory
+
+        coursedir = CourseDirectory(config=self.config)
+        name = resources["nbgrader"]["assignment"]
+        return assignment.load(Path(coursedir.root) / coursedir.source_directory / name, name)
+
     def preprocess(self, nb, resources):
-        report = runner.run_tests(nb, self.launcher(), self.call_timeout,
+        report = runner.run_tests(nb, self.spec(resources), self.launcher(), self.call_timeout,
                                   cpu=None if self.cpu < 0 else self.cpu)
         # Beside the graded notebook (nbgrader writes resources' outputs there): what grading
         # measured of the submission's speed, for feedback and the report.
@@ -37,8 +48,8 @@ class TrustedTests(NbGraderPreprocessor):
         resources.setdefault("outputs", {})[name] = json.dumps(report.performance(),
                                                                indent=1).encode()
         for cell in nb.cells:
-            outcome = report.outcomes.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
-            if outcome is not None and runner.is_test_cell(cell):
+            outcome = report.outcomes.get(grade_id(cell))
+            if outcome is not None and is_test_cell(cell):
                 cell.outputs = [nbformat.from_dict(o) for o in outcome.outputs()]
                 cell.execution_count = None
         failed = [g for g, o in report.outcomes.items() if not o.passed]

@@ -29,11 +29,27 @@ class ProfiledFunction:
     reference: object = None
 
 
+def reference_name(function: str) -> str:
+    """How a profile names the reference of a student function."""
+    return f"{function} reference"
+
+
 @dataclass(frozen=True)
 class ProfileSpec:
     sizes: tuple[int, ...]
     functions: tuple[ProfiledFunction, ...]
+    focus: int = 256                 # the size feedback quotes figures at
     peak: object = np.matmul         # the machine's one-core peak: 2 n^3 flops per call
+    peak_label: str = "NumPy, one core (peak)"
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(name in the profile, label) of everything measured, in the order feedback shows it."""
+        found = []
+        for f in self.functions:
+            found.append((f.function, f"your {f.function}"))
+            if f.reference is not None:
+                found.append((reference_name(f.function), f.reference_label))
+        return [*found, (PEAK, self.peak_label)]
 
 
 @dataclass
@@ -84,7 +100,7 @@ def measure(worker: remote.Worker, meter: speed.SpeedMeter, spec: ProfileSpec,
             functions: list[str]) -> Profile:
     """Time `functions` (student names, from the spec) and their references at every size."""
     by_name = {f.function: f for f in spec.functions}
-    profile = Profile(list(spec.sizes), labels={PEAK: "NumPy on one core (the machine's peak)"})
+    profile = Profile(list(spec.sizes), labels={PEAK: spec.peak_label})
     rng = np.random.default_rng()
     active = [name for name in functions if _works(worker, name, spec.sizes[0], rng, profile)]
     for size in spec.sizes:
@@ -95,8 +111,8 @@ def measure(worker: remote.Worker, meter: speed.SpeedMeter, spec: ProfileSpec,
             entries = {PEAK: (spec.peak, {})}
             for name in active:
                 if by_name[name].reference is not None:
-                    entries[f"{name} reference"] = (by_name[name].reference, {})
-                    profile.labels[f"{name} reference"] = by_name[name].reference_label
+                    entries[reference_name(name)] = (by_name[name].reference, {})
+                    profile.labels[reference_name(name)] = by_name[name].reference_label
                 entries[name] = (worker.proxy_for(name, "function"), {})
             try:
                 measured = meter.compare(entries, (a, b), rounds=ROUNDS, limit=TOO_SLOW)

@@ -1,14 +1,15 @@
 """Run a notebook's graded test cells in the grader's own process, against the student's code.
 
-The student's code (the notebook's `*_impl` cells, after the given `setup` cell) is loaded into a
-worker process; the test cells run here, with the student's names bound to proxies of that worker.
-So the asserts, `np.allclose`, the test helpers and the clock all belong to the grader: nothing the
-student's code does to its own process can make a test pass. Cells the student inserted are never
-run, and test cells come from the notebook as nbgrader restored them.
+The student's code (the notebook's `*_impl` cells, after the assignment's setup cell) is loaded
+into a worker process; the test cells run here, with the student's names bound to proxies of that
+worker. So the asserts, `np.allclose`, the test helpers and the clock all belong to the grader:
+nothing the student's code does to its own process can make a test pass. Cells the student
+inserted are never run, and test cells come from the notebook as nbgrader restored them.
 
 The helpers that need to reach into the worker are replaced here by versions that do:
 `speed_ratio` times student code by the worker's CPU-time clock, read from outside it, and
-`dispatched_ops` records the backend's dispatches inside the worker.
+`dispatched_ops` records, inside the worker, the dispatches of the object the assignment names.
+Then come the assignment's rules (`Assignment.rules`) and its speed profile, if it has one.
 """
 from __future__ import annotations
 
@@ -19,29 +20,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import integrity, launch, profile, remote, speed
+from ..assignment import Assignment
+from ..notebook import grade_id, is_implementation_cell, is_test_cell, part_of
+from . import launch, profile, remote, speed
 
-SETUP_CELL = "setup"
 MAX_STDOUT = 4000
 
 
-def _meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def is_test_cell(cell) -> bool:
-    meta = _meta(cell)
-    return cell["cell_type"] == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
-def is_implementation_cell(cell) -> bool:
-    meta = _meta(cell)
-    return (cell["cell_type"] == "code" and bool(meta.get("solution"))
-            and str(meta.get("grade_id", "")).endswith("_impl"))
-
-
 @dataclass
-class TestOutcome:
+class CellOutcome:
+    """What running one test cell gave: its printed text, and its failure if it failed."""
     grade_id: str
     error: tuple[str, str] | None = None     # (name, message) of the failure, None if it passed
     stdout: str = ""
@@ -67,7 +55,7 @@ class TestOutcome:
 
 @dataclass
 class RunReport:
-    outcomes: dict[str, TestOutcome] = field(default_factory=dict)
+    outcomes: dict[str, CellOutcome] = field(default_factory=dict)
     load_errors: dict[str, dict] = field(default_factory=dict)
     violations: dict[str, str] = field(default_factory=dict)   # part -> broken rule
     worker_starts: int = 0
@@ -103,53 +91,55 @@ def _describe_failure(exc: BaseException, load_errors: dict[str, dict]) -> tuple
 class TrustedHelpers:
     """Versions of the notebook's helpers that measure or observe the student's worker."""
 
-    def __init__(self, worker: remote.Worker, meter: speed.SpeedMeter):
-        self.worker, self.meter = worker, meter
+    def __init__(self, worker: remote.Worker, meter: speed.SpeedMeter, dispatcher: str):
+        self.worker, self.meter, self.dispatcher = worker, meter, dispatcher
 
     def speed_ratio(self, fn, reference, *args, rounds=15, min_sample=0.002, at_most=None):
         return self.meter.speed_ratio(fn, reference, *args, rounds=rounds, min_sample=min_sample,
                                       at_most=at_most)
 
     def dispatched_ops(self, run):
-        """Run run() with the worker's module backend recording its dispatches; return them."""
-        self.worker.request({"op": "record_dispatch", "action": "start"},
-                            what="_backend.dispatch")
+        """Run run() with the assignment's dispatcher recording its dispatches; return them."""
+        what = f"{self.dispatcher}.dispatch"
+        self.worker.request({"op": "record_dispatch", "action": "start",
+                             "object": self.dispatcher}, what=what)
         try:
             run()
         finally:
-            ops = self.worker.request({"op": "record_dispatch", "action": "stop"},
-                                      what="_backend.dispatch")["value"]
+            ops = self.worker.request({"op": "record_dispatch", "action": "stop",
+                                       "object": self.dispatcher}, what=what)["value"]
         return ops
 
 
-def run_tests(nb, launcher: launch.Launcher = launch.local_launcher, call_timeout: float = 60.0,
-              only: set[str] | None = None, rules: bool = True,
+def run_tests(nb, spec: Assignment, launcher: launch.Launcher = launch.local_launcher,
+              call_timeout: float = 60.0, only: set[str] | None = None, rules: bool = True,
               report: RunReport | None = None, cpu: int | None = None,
               profiling: bool = True) -> RunReport:
     """Outcome of every graded test cell of `nb` (a notebook dict, as nbgrader restored it).
 
-    `only` restricts the run to those grade ids; `rules=False` skips the integrity rules and
-    `profiling=False` the speed profile (for measuring timing verdicts alone). Pass a `report` to read the outcomes while they come in
+    `spec` is the assignment (its setup cell, rules, speed profile). `only` restricts the run to
+    those grade ids; `rules=False` skips the rules and `profiling=False` the speed profile (for
+    measuring timing verdicts alone). Pass a `report` to read the outcomes while they come in
     (from another thread, e.g. a watchdog). The tests and the student's worker both run on one
     core, `cpu` (default: the lowest this thread may use): a ratio of two CPU times taken on two
     different cores of a virtual machine swung from 0.55x to 2x; on one core it holds steady.
     """
     cells = nb["cells"]
-    setup = next((c for c in cells if _meta(c).get("grade_id") == SETUP_CELL), None)
-    code = ([(SETUP_CELL, setup["source"], False)] if setup else []) + [
-        (_meta(c)["grade_id"], c["source"], True) for c in cells if is_implementation_cell(c)]
+    setup = next((c for c in cells if grade_id(c) == spec.setup_cell), None)
+    code = ([(spec.setup_cell, setup["source"], False)] if setup else []) + [
+        (grade_id(c), c["source"], True) for c in cells if is_implementation_cell(c)]
     report = report if report is not None else RunReport()
     allowed = os.sched_getaffinity(0)
     cpu = min(allowed) if cpu is None else cpu
     os.sched_setaffinity(0, {cpu})
     try:
-        return _run(cells, setup, code, launcher, call_timeout, only, rules and profiling, rules,
-                    report, cpu)
+        return _run(cells, setup, code, spec, launcher, call_timeout, only,
+                    rules and profiling, rules, report, cpu)
     finally:
         os.sched_setaffinity(0, allowed)
 
 
-def _run(cells, setup, code, launcher, call_timeout, only, profiling, rules, report,
+def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rules, report,
          cpu) -> RunReport:
     with remote.Worker(code, launcher=launcher, call_timeout=call_timeout, cpu=cpu) as worker:
         try:
@@ -157,7 +147,7 @@ def _run(cells, setup, code, launcher, call_timeout, only, profiling, rules, rep
         except remote.StudentCodeError as exc:
             error = _describe_failure(exc, {})
             for cell in filter(is_test_cell, cells):
-                report.outcomes[_meta(cell)["grade_id"]] = TestOutcome(_meta(cell)["grade_id"], error)
+                report.outcomes[grade_id(cell)] = CellOutcome(grade_id(cell), error)
             return report
         report.load_errors = loaded.errors
         namespace: dict = {"__name__": "__grader__"}
@@ -172,48 +162,47 @@ def _run(cells, setup, code, launcher, call_timeout, only, profiling, rules, rep
                 namespace[name] = info["value"] if info["kind"] == "value" else \
                     worker.proxy_for(name, info["kind"])
         meter = speed.SpeedMeter(worker)
-        helpers = TrustedHelpers(worker, meter)
+        helpers = TrustedHelpers(worker, meter, spec.dispatch_log)
         namespace.update(speed_ratio=helpers.speed_ratio, dispatched_ops=helpers.dispatched_ops)
-        checks = integrity.rules() if rules else []
+        checks = spec.rules() if rules else []
         for rule in checks:   # probes first: a clear breach costs no test time
             if (message := _quietly(rule.probe, worker, meter)):
                 report.violations[rule.part] = message
         for cell in filter(is_test_cell, cells):
-            grade_id = _meta(cell)["grade_id"]
-            if only is not None and grade_id not in only:
+            test = grade_id(cell)
+            if only is not None and test not in only:
                 continue
             out = io.StringIO()
             started = time.monotonic()
             error = None
-            part = grade_id.split("_", 1)[0]
-            if part in report.violations:
-                report.outcomes[grade_id] = TestOutcome(
-                    grade_id, ("RuleViolation", report.violations[part]))
+            if part_of(test) in report.violations:
+                report.outcomes[test] = CellOutcome(
+                    test, ("RuleViolation", report.violations[part_of(test)]))
                 continue
             with contextlib.redirect_stdout(out):
                 try:
-                    exec(compile(cell["source"], f"<{grade_id}>", "exec"), namespace)
+                    exec(compile(cell["source"], f"<{test}>", "exec"), namespace)
                 except Exception as exc:  # noqa: BLE001 - every failure is a verdict
                     error = _describe_failure(exc, loaded.errors)
-            report.outcomes[grade_id] = TestOutcome(grade_id, error, out.getvalue(),
-                                                    round(time.monotonic() - started, 3))
+            report.outcomes[test] = CellOutcome(test, error, out.getvalue(),
+                                                round(time.monotonic() - started, 3))
         # Then every call the tests made, timed calls included, against the same rules.
         for rule in checks:
             if rule.part not in report.violations and \
                     (message := _quietly(rule.check, worker, meter)):
                 report.violations[rule.part] = message
-        for grade_id, outcome in list(report.outcomes.items()):
-            part = grade_id.split("_", 1)[0]
-            if part in report.violations and (outcome.error or ("",))[0] != "RuleViolation":
-                report.outcomes[grade_id] = TestOutcome(
-                    grade_id, ("RuleViolation", report.violations[part]), outcome.stdout,
+        for test, outcome in list(report.outcomes.items()):
+            if part_of(test) in report.violations and \
+                    (outcome.error or ("",))[0] != "RuleViolation":
+                report.outcomes[test] = CellOutcome(
+                    test, ("RuleViolation", report.violations[part_of(test)]), outcome.stdout,
                     outcome.seconds)
-        if profiling:
-            functions = [f.function for f in integrity.PROFILE.functions
+        if profiling and spec.profile is not None:
+            functions = [f.function for f in spec.profile.functions
                          if loaded.names.get(f.function, {}).get("kind") == "function"
                          and f.part not in report.violations]
             with contextlib.redirect_stdout(io.StringIO()):
-                report.profile = profile.measure(worker, meter, integrity.PROFILE, functions)
+                report.profile = profile.measure(worker, meter, spec.profile, functions)
         report.worker_starts = worker.starts
         report.speeds = meter.records
         report.observations = worker.observations

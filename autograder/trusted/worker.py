@@ -114,7 +114,7 @@ class Session:
         return {"value": isinstance(self.resolve(header["target"]), self.resolve(header["cls"]))}
 
     def record_dispatch(self, header, arrays):
-        backend = self.namespace.get("_backend")
+        backend = self.namespace.get(str(header.get("object", "")))
         if header["action"] == "start":
             self.dispatched = []
             original, log = type(backend).dispatch, self.dispatched

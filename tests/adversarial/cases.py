@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import sysconfig
 import tempfile
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,9 @@ from pathlib import Path
 import nbformat
 
 from autograder.course import REPO_ROOT, Course
-from autograder.submissions import PARTS, reference_answers
+from autograder.submissions import ALL, reference_answers
 from tests.conftest import submission
+from tests.variants import CHECK_SHAPES, SIX_TIMES, code, python_tiles
 
 # Autograded test cells and their points, as the assignment defines them (checked against the
 # source notebook by the tests).
@@ -94,10 +94,6 @@ class Case:
 
 # Building blocks --------------------------------------------------------------------------------
 
-def _code(text: str) -> str:
-    return textwrap.dedent(text).strip("\n") + "\n"
-
-
 def _grade_id(cell) -> str:
     return cell.metadata.get("nbgrader", {}).get("grade_id", "")
 
@@ -118,7 +114,7 @@ def _answers(ctx: Context) -> dict[str, str]:
 
 
 # A naive product that validates shapes like the reference but never computes anything.
-ZERO_NAIVE = _code('''
+ZERO_NAIVE = code('''
     def matmul_naive(a, b):
         """Checks the shapes, then skips the arithmetic."""
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -127,30 +123,17 @@ ZERO_NAIVE = _code('''
 ''')
 
 # A naive product that neither computes nor validates anything.
-LAZY_NAIVE = _code('''
+LAZY_NAIVE = code('''
     def matmul_naive(a, b):
         return np.zeros((a.shape[0], b.shape[-1]), dtype=np.float32)
 ''')
-
-# Appended to the reference blocked cell: the reference tiling done six times over per call,
-# far beyond every speed limit of the blocked part, with correct results.
-SIX_TIMES = _code('''
-    _tiled_product = matmul_blocked
-
-
-    def _six_times(a, b, block_size=64):
-        for _ in range(5):
-            _tiled_product(a, b, block_size)
-        return _tiled_product(a, b, block_size)
-''')
-
 
 def _slow_blocked(ctx: Context) -> str:
     return _answers(ctx)["blocked_impl"] + "\n\n" + SIX_TIMES + "\n\nmatmul_blocked = _six_times\n"
 
 
 # The notebook's helpers, rewritten to pass whatever they are given.
-FAKE_HELPERS = _code('''
+FAKE_HELPERS = code('''
     def check_matmul(result, a, b, call, dtype=None, atol=None):
         return None
 
@@ -172,7 +155,7 @@ FAKE_HELPERS = _code('''
         print(f"[timing] {name}: 0.07x (limit: {kind} {limit:g}x)")
 ''')
 
-PATCH_NUMPY_CHECKS = _code('''
+PATCH_NUMPY_CHECKS = code('''
     import numpy
 
 
@@ -185,7 +168,7 @@ PATCH_NUMPY_CHECKS = _code('''
 ''')
 
 # The reference answer of the footprint part, under another name, for the cases that return more.
-HONEST_FOOTPRINT = _code('''
+HONEST_FOOTPRINT = code('''
     BYTES_PER_FLOAT32 = 4
     TILES_IN_FLIGHT = 3
     L1_BYTES = 32 * 1024
@@ -201,7 +184,7 @@ HONEST_FOOTPRINT = _code('''
 ''')
 
 # Reading files: a directory listing, the secret part of a file, or the error it raised.
-PEEK = _code('''
+PEEK = code('''
     import json as _json
     import os as _os
 
@@ -251,7 +234,7 @@ PEEK = _code('''
 
 def _snooping_footprint(paths_expr: str) -> str:
     """A footprint cell that returns the right numbers plus everything it could read."""
-    return HONEST_FOOTPRINT + "\n\n" + PEEK + "\n\n" + _code(f'''
+    return HONEST_FOOTPRINT + "\n\n" + PEEK + "\n\n" + code(f'''
         _PATHS = {paths_expr}
 
 
@@ -264,7 +247,7 @@ def _snooping_footprint(paths_expr: str) -> str:
 
 def _kernel_snoop(paths_expr: str) -> str:
     """An extra cell: the kernel prints what it can read, one line per path."""
-    return PEEK + "\n\n" + _code(f'''
+    return PEEK + "\n\n" + code(f'''
         for _path, _what in _snoop({paths_expr}).items():
             print("{KERNEL_MARK}", _path, "=>", _what)
     ''')
@@ -274,14 +257,14 @@ def _reference(ctx: Context) -> nbformat.NotebookNode:
     return submission(ctx.course)
 
 
-def _edited(ctx: Context, parts=PARTS, **edits: str) -> nbformat.NotebookNode:
+def _edited(ctx: Context, parts=ALL, **edits: str) -> nbformat.NotebookNode:
     return submission(ctx.course, parts=parts, edits=edits)
 
 
 # The cases --------------------------------------------------------------------------------------
 
 def patches_numpy_checks(ctx: Context):
-    wrong_mlp = _code('''
+    wrong_mlp = code('''
         def mlp_forward(x, w1, w2):
             return matmul(matmul(x, w1), w2)
 
@@ -309,7 +292,7 @@ def redefines_helpers_in_extra_cell(ctx: Context):
 
 def deletes_and_redefines_a_helper(ctx: Context):
     answers = _answers(ctx)
-    zero_numpy = _code('''
+    zero_numpy = code('''
         def matmul_numpy(a, b):
             return np.zeros((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
 
@@ -322,7 +305,7 @@ def deletes_and_redefines_a_helper(ctx: Context):
 
 
 def patches_clocks(ctx: Context):
-    patch = _code('''
+    patch = code('''
         import time
 
 
@@ -343,7 +326,7 @@ def patches_clocks(ctx: Context):
 
 
 def silences_tracebacks(ctx: Context):
-    silence = _code('''
+    silence = code('''
         import sys
         import traceback
 
@@ -443,7 +426,7 @@ def prints_fake_results(ctx: Context):
                                   ("blocked_vs_reference_256", "at most", 2.5),
                                   ("backend_overhead_128", "at most", 1.5),
                                   ("backend_overhead_256", "at most", 1.5)])
-    passes = _code('''
+    passes = code('''
         print("blocked_speed: all checks passed")
         print("Autograded score: 80 / 80")
         from IPython.display import HTML, display
@@ -455,7 +438,7 @@ def prints_fake_results(ctx: Context):
 
 
 def hangs(ctx: Context):
-    spin = _code('''
+    spin = code('''
         def matmul_blocked(a, b, block_size=64):
             while True:
                 pass
@@ -464,7 +447,7 @@ def hangs(ctx: Context):
 
 
 def allocates_8_gib(ctx: Context):
-    bomb = HONEST_FOOTPRINT + "\n\n" + _code('''
+    bomb = HONEST_FOOTPRINT + "\n\n" + code('''
         def calculate_cache_footprint(block_size):
             hoard = []
             for _ in range(32):                       # 32 x 256 MiB = 8 GiB, every page written
@@ -478,7 +461,7 @@ def allocates_8_gib(ctx: Context):
 
 
 def fork_bombs(ctx: Context):
-    bomb = HONEST_FOOTPRINT + "\n\n" + _code('''
+    bomb = HONEST_FOOTPRINT + "\n\n" + code('''
         import os
 
 
@@ -494,7 +477,7 @@ def fork_bombs(ctx: Context):
 
 
 def ignores_interrupts(ctx: Context):
-    stubborn = _code('''
+    stubborn = code('''
         import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         while True:
@@ -506,7 +489,7 @@ def ignores_interrupts(ctx: Context):
 def floods_output(ctx: Context):
     flood_at_import = 'print("y" * 50_000_000)\n'
     one_line = 'print("x" * 50_000_000)\n'
-    many_lines = _code('''
+    many_lines = code('''
         import sys
         for _i in range(1_000_000):
             sys.stdout.write("flood %043d\\n" % _i)
@@ -516,7 +499,7 @@ def floods_output(ctx: Context):
 
 
 def exits_inside_a_function(ctx: Context):
-    leave = _code('''
+    leave = code('''
         import os
 
 
@@ -527,7 +510,7 @@ def exits_inside_a_function(ctx: Context):
 
 
 def kills_other_processes(ctx: Context):
-    killer = _code('''
+    killer = code('''
         import os as _os
         import signal as _signal
 
@@ -597,7 +580,7 @@ ENVIRONMENT_PATHS = ["/proc/self/environ", "/proc/1/environ", "/proc/1/cmdline",
 
 
 def snoops_environment(ctx: Context):
-    footprint = HONEST_FOOTPRINT + "\n\n" + PEEK + "\n\n" + _code(f'''
+    footprint = HONEST_FOOTPRINT + "\n\n" + PEEK + "\n\n" + code(f'''
         import os
 
 
@@ -610,7 +593,7 @@ def snoops_environment(ctx: Context):
                                                if pid.isdigit() and int(pid) != os.getpid()}}}}
             return footprint
     ''')
-    kernel = PEEK + "\n\n" + _code(f'''
+    kernel = PEEK + "\n\n" + code(f'''
         import os
         print("{KERNEL_MARK} environ", dict(os.environ))
         for _path in {ENVIRONMENT_PATHS!r} + [f"/proc/{{p}}/environ" for p in os.listdir("/proc")
@@ -625,7 +608,7 @@ def writes_gradebook(ctx: Context):
     appended = ["gradebook.db", "../gradebook.db", "../../gradebook.db", "../../../gradebook.db",
                 *map(str, ctx.write_targets())]
     created = [str(p) for p in ctx.created_files()]
-    vandal = HONEST_FOOTPRINT + "\n\n" + _code(f'''
+    vandal = HONEST_FOOTPRINT + "\n\n" + code(f'''
         import sqlite3 as _sqlite3
 
         MARKER = {ctx.marker!r}
@@ -678,7 +661,7 @@ def writes_gradebook(ctx: Context):
 
 
 def calls_the_network(ctx: Context):
-    net = _code(f'''
+    net = code(f'''
         import socket as _socket
         import time as _time
 
@@ -703,35 +686,25 @@ def calls_the_network(ctx: Context):
             return a @ b
     ''')
     nb = _edited(ctx, numpy_impl=net)
-    return _insert_after(nb, "numpy_impl", _code(f'''
+    return _insert_after(nb, "numpy_impl", code(f'''
         for _line in _NETWORK:
             print("{KERNEL_MARK} net", _line)
     '''))
 
 
+def _backend_calling(ctx: Context, call: str) -> str:
+    """The reference backend cell with its fast product replaced by `call`."""
+    backend, product = _answers(ctx)["backend_impl"], "return matmul_numpy(a, b)"
+    assert product in backend, "the reference backend changed: update tests/adversarial/cases.py"
+    return backend.replace(product, f"return {call}")
+
+
 def renames_a_function(ctx: Context):
-    numpy = _code('''
+    numpy = code('''
         def matmul_np(a, b):
             return a @ b
     ''')
-    backend = _code('''
-        class OptimizedBackend:
-            def dispatch(self, op, *args, **kwargs):
-                if op == "matmul":
-                    return self.matmul(*args, **kwargs)
-                raise NotImplementedError(f"no operation {op!r}")
-
-            def matmul(self, a, b):
-                return matmul_np(a, b)
-
-
-        _backend = OptimizedBackend()
-
-
-        def matmul(a, b):
-            return _backend.dispatch("matmul", a, b)
-    ''')
-    return _edited(ctx, numpy_impl=numpy, backend_impl=backend)
+    return _edited(ctx, numpy_impl=numpy, backend_impl=_backend_calling(ctx, "matmul_np(a, b)"))
 
 
 def deletes_a_function(ctx: Context):
@@ -739,7 +712,7 @@ def deletes_a_function(ctx: Context):
 
 
 def has_a_syntax_error(ctx: Context):
-    broken = _code('''
+    broken = code('''
         class OptimizedBackend:
             def dispatch(self, op, *args, **kwargs)
                 return self.matmul(*args, **kwargs)
@@ -748,30 +721,14 @@ def has_a_syntax_error(ctx: Context):
 
 
 def answers_wrong_but_fast(ctx: Context):
-    blocked = _code('''
+    zeros = "np.zeros((a.shape[0], b.shape[1]), dtype=np.float32)"
+    blocked = code(f'''
         def matmul_blocked(a, b, block_size=64):
             if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-                raise ValueError(f"incompatible shapes {a.shape} @ {b.shape}")
-            return np.zeros((a.shape[0], b.shape[1]), dtype=np.float32)
+                raise ValueError(f"incompatible shapes {{a.shape}} @ {{b.shape}}")
+            return {zeros}
     ''')
-    backend = _code('''
-        class OptimizedBackend:
-            def dispatch(self, op, *args, **kwargs):
-                if op == "matmul":
-                    return self.matmul(*args, **kwargs)
-                raise NotImplementedError(f"no operation {op!r}")
-
-            def matmul(self, a, b):
-                return np.zeros((a.shape[0], b.shape[1]), dtype=np.float32)
-
-
-        _backend = OptimizedBackend()
-
-
-        def matmul(a, b):
-            return _backend.dispatch("matmul", a, b)
-    ''')
-    return _edited(ctx, blocked_impl=blocked, backend_impl=backend)
+    return _edited(ctx, blocked_impl=blocked, backend_impl=_backend_calling(ctx, zeros))
 
 
 def imports_a_missing_module(ctx: Context):
@@ -779,7 +736,7 @@ def imports_a_missing_module(ctx: Context):
 
 
 def memoizes_a_slow_blocked(ctx: Context):
-    memo = _code('''
+    memo = code('''
         _memo = {}
 
 
@@ -795,7 +752,7 @@ def memoizes_a_slow_blocked(ctx: Context):
 
 
 def patches_the_worker_protocol(ctx: Context):
-    takeover = _code('''
+    takeover = code('''
         import sys as _sys
 
 
@@ -830,7 +787,7 @@ def patches_the_worker_protocol(ctx: Context):
 
 
 def hides_cpu_time_in_threads(ctx: Context):
-    threaded = _code('''
+    threaded = code('''
         import threading as _threading
 
 
@@ -855,31 +812,6 @@ def hides_cpu_time_in_threads(ctx: Context):
                    + "\n\n" + threaded)
 
 
-# Tiles of pure Python loops: correct, about 200 ns per multiply-add (3-4 s at 256x256).
-PYTHON_TILES = _code('''
-    def _python_tiles(a, b, block_size=64):
-        m, k = a.shape
-        n = b.shape[1]
-        c = np.zeros((m, n), dtype=np.float32)
-        for i0 in range(0, m, block_size):
-            for j0 in range(0, n, block_size):
-                for p0 in range(0, k, block_size):
-                    for i in range(i0, min(i0 + block_size, m)):
-                        for j in range(j0, min(j0 + block_size, n)):
-                            total = 0.0
-                            for p in range(p0, min(p0 + block_size, k)):
-                                total += a[i, p] * b[p, j]
-                            c[i, j] += total
-        return c
-''')
-
-CHECK_SHAPES = _code('''
-    def _check_shapes(a, b):
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"incompatible shapes {a.shape} @ {b.shape}")
-''')
-
-
 def _blocked(ctx: Context, *sources: str) -> nbformat.NotebookNode:
     """The reference blocked cell (its matmul_blocked kept as _tiled_product), then `sources`."""
     reference = _answers(ctx)["blocked_impl"] + "\n\n_tiled_product = matmul_blocked\n"
@@ -887,7 +819,7 @@ def _blocked(ctx: Context, *sources: str) -> nbformat.NotebookNode:
 
 
 def tiles_only_small_blocks(ctx: Context):
-    return _blocked(ctx, _code('''
+    return _blocked(ctx, code('''
         def matmul_blocked(a, b, block_size=64):
             """Tiles honestly below 32; from 32 on (the default 64 included), one product."""
             _check_shapes(a, b)
@@ -898,7 +830,7 @@ def tiles_only_small_blocks(ctx: Context):
 
 
 def hides_an_untiled_product(ctx: Context):
-    return _blocked(ctx, _code('''
+    return _blocked(ctx, code('''
         def matmul_blocked(a, b, block_size=64):
             """The same, on plain copies of the grader's arrays, so that no product is logged."""
             _check_shapes(a, b)
@@ -909,7 +841,7 @@ def hides_an_untiled_product(ctx: Context):
 
 
 def forges_the_product_log(ctx: Context):
-    return _blocked(ctx, _code('''
+    return _blocked(ctx, code('''
         import sys as _sys
 
         _tracked = _sys.modules.get("autograder.trusted.tracked")
@@ -938,7 +870,8 @@ def forges_the_product_log(ctx: Context):
 
 
 def forges_repeated_timed_calls(ctx: Context):
-    return _blocked(ctx, PYTHON_TILES, _code('''
+    slow = python_tiles(_answers(ctx)) + "\n\n_python_tiles = matmul_blocked\n"
+    return _blocked(ctx, slow, code('''
         _last = []
 
 
@@ -957,7 +890,7 @@ def forges_repeated_timed_calls(ctx: Context):
 
 
 def works_in_another_process(ctx: Context):
-    return _blocked(ctx, _code('''
+    return _blocked(ctx, code('''
         import os as _os
 
 
@@ -981,7 +914,7 @@ def works_in_another_process(ctx: Context):
 
 
 def inspects_its_caller(ctx: Context):
-    return _blocked(ctx, SIX_TIMES, _code('''
+    return _blocked(ctx, SIX_TIMES, code('''
         import sys as _sys
 
         _last = {}
@@ -1004,7 +937,7 @@ def inspects_its_caller(ctx: Context):
 
 
 def caches_by_content(ctx: Context):
-    return _blocked(ctx, SIX_TIMES, _code('''
+    return _blocked(ctx, SIX_TIMES, code('''
         import hashlib as _hashlib
 
         _cache = {}
@@ -1022,7 +955,7 @@ def caches_by_content(ctx: Context):
 
 
 def returns_views_of_an_earlier_result(ctx: Context):
-    return _blocked(ctx, SIX_TIMES, _code('''
+    return _blocked(ctx, SIX_TIMES, code('''
         _buffers = {}
 
 

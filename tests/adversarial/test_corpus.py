@@ -28,11 +28,14 @@ import pytest
 from autograder.course import REPO_ROOT, Course
 from autograder.feedback import feedback_path, write_feedback
 from autograder.grade import BatchResult, grade_batch, sandbox_uids, summary_line
-from autograder.release import distinctive, ensure_gradebook, region_lines
+from autograder.gradebook import open_gradebook
+from autograder.notebook import distinctive, region_lines
+from autograder.release import ensure_gradebook
 from autograder.results import StudentResult, load_cohort
 from tests.adversarial import cases
 from tests.adversarial.cases import AUTOGRADED_MAX, CASES, KERNEL_MARK, POINTS, REFERENCE, Context
 from tests.conftest import submission, submit
+from tests.processes import processes_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -79,16 +82,7 @@ class Corpus:
 
 def _sandbox_processes() -> list[str]:
     """Processes still running as one of the batch's sandbox uids."""
-    uids = {str(uid) for job in range(JOBS) for uid in sandbox_uids(job)}
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            lines = status.read_text().splitlines()
-        except OSError:
-            continue
-        if any(line.startswith("Uid:") and line.split()[1] in uids for line in lines):
-            found.append(status.parent.name)
-    return found
+    return processes_of(*(uid for job in range(JOBS) for uid in sandbox_uids(job)))
 
 
 def _accepted_connections(listener: socket.socket) -> int:
@@ -111,8 +105,6 @@ def _announce(request, lines: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, request) -> Corpus:
-    from nbgrader.api import Gradebook
-
     course = Course.scaffold(tmp_path_factory.mktemp("adversarial") / "course", Course.at(REPO_ROOT))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
@@ -132,7 +124,7 @@ def corpus(tmp_path_factory, request) -> Corpus:
     naive.source = f"# {canaries.notebook}\n" + naive.source
     submit(course, REFERENCE, reference)
     ensure_gradebook(course)
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course) as gb:
         gb.update_or_create_student(REFERENCE, first_name="Ada", last_name="Reference",
                                     email=canaries.email)
 
@@ -191,7 +183,7 @@ def _readings(text: str) -> list[str]:
 
 def _region_lines(nb, begin: str, end: str) -> set[str]:
     """Lines found only inside one kind of region of the source, long enough to be telling."""
-    return {line for line in region_lines(nb, begin, end) if not FRAME_HEADER.match(line)}
+    return {line for line in region_lines(nb, (begin, end)) if not FRAME_HEADER.match(line)}
 
 
 def _grader_values(corpus: Corpus) -> dict[str, str]:
@@ -370,14 +362,12 @@ def test_the_batch_graded_everyone_and_the_grader_survived(corpus):
 
 
 def test_the_reference_student_keeps_full_marks_and_its_gradebook_row(corpus):
-    from nbgrader.api import Gradebook
-
     result = corpus.results[REFERENCE]
     assert result.status == "graded"
     assert {t.grade_id: t.score for t in result.tests} == {g: float(p) for g, p in POINTS.items()}
     assert result.auto_score == AUTOGRADED_MAX
     assert [(a.score, a.max_score) for a in result.answers] == [(None, 5.0)] * 4
-    with Gradebook(corpus.course.db_url) as gb:
+    with open_gradebook(corpus.course) as gb:
         row = gb.find_student(REFERENCE)
         assert (row.first_name, row.last_name, row.email) == \
             ("Ada", "Reference", corpus.canaries.email)
@@ -388,9 +378,7 @@ def test_the_reference_student_keeps_full_marks_and_its_gradebook_row(corpus):
 
 
 def test_the_gradebook_holds_the_submitted_students_and_nothing_else(corpus):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(corpus.course.db_url) as gb:
+    with open_gradebook(corpus.course) as gb:
         assert sorted(s.id for s in gb.students) == STUDENTS
         assignment = gb.find_assignment(corpus.course.assignment)
         assert assignment.max_code_score == AUTOGRADED_MAX

@@ -1,10 +1,8 @@
-"""Rules of the assignment that right answers alone do not show, judged on every call made.
+"""How the acceleration assignment is graded beyond its test cells: the engine reads this file.
 
-Every call of student code in grading is observed (`remote.Observation`): the shapes it got, the
-library matrix products its tracked arrays took part in, and its CPU time. A rule looks at all of
-them, the test calls and the timed calls included, so a function cannot behave one way for the
-calls a rule makes and another way for the calls the tests make. Each rule also makes a few probe
-calls of its own before the tests, so that a clear breach is known (and costs no test time) early.
+Titles of the parts and timing tests, the leaderboard, the speed profile feedback shows (and what
+its figures mean for a student), the demo class, the slow variants `calibrate` tries, and two
+rules that right answers alone do not show, judged over every call of student code in grading:
 
 - `matmul_naive` must multiply with its own loops: no observed call may make a library product.
   Code that converts its inputs to plain arrays (np.asarray) multiplies out of sight of the log,
@@ -21,18 +19,20 @@ calls of its own before the tests, so that a clear breach is known (and costs no
   same way; below 100,000 multiply-adds the cost of a call itself blurs that (a 1x50x40
   product took 21 us through the call path, Python loops 0.4 ms: 19x), so such calls are left to
   the log. Python loops take 14 ns or more per multiply-add (measured), 1.4 ms at that size.
-
-A broken rule costs every test of its part, with a message that says what was seen and why. A
-function that is missing, unwritten or wrong is left to the tests themselves.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from pathlib import Path
 
+import nbformat
 import numpy as np
 
-from . import profile, remote, speed
+from autograder.assignment import Assignment, DemoStudent, Leaderboard, SlowVariant
+from autograder.notebook import definitions
+from autograder.trusted import profile
+from autograder.trusted.rules import (Rule, call_text, largest_dimension, matrix_shapes,
+                                      product_text)
 
 NAIVE_SPEED_LIMIT = 50        # times faster than a plain triple loop
 NAIVE_PROBE = (40, 40, 40)
@@ -50,55 +50,13 @@ def _matrix(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(shape, dtype=np.float32)
 
 
-def _triple_loop(a, b):
-    m, k = a.shape
-    n = b.shape[1]
-    c = np.zeros((m, n), dtype=np.float32)
-    for i in range(m):
-        for j in range(n):
-            total = 0.0
-            for p in range(k):
-                total += a[i, p] * b[p, j]
-            c[i, j] = total
-    return c
-
-
-def _shapes(observation: remote.Observation) -> tuple[int, int, int] | None:
-    """(m, k, n) of a call on an m x k and a k x n matrix, else None."""
-    if len(observation.args) < 2:
-        return None
-    left, right = observation.args[0], observation.args[1]
-    if not all(isinstance(x, dict) and len(x.get("shape", ())) == 2 for x in (left, right)):
-        return None
-    (m, k), (k2, n) = left["shape"], right["shape"]
-    return (m, k, n) if k == k2 else None
-
-
-def _product_text(product: list) -> str:
-    op, left, right = product[0], product[1], product[2] if len(product) > 3 else []
-    return f"{op} on shapes {tuple(left)} and {tuple(right)}"
-
-
-def _call_text(name: str, shapes, extra: str = "") -> str:
-    m, k, n = shapes
-    return f"{name}({m}x{k}, {k}x{n}{extra})"
-
-
-@dataclass
-class Rule:
-    """One rule: probe calls before the tests, a verdict over every observed call after."""
-    part: str
-    function: str
-    checked: set = field(default_factory=set)      # configurations already timed
-
-    def relevant(self, observations) -> list[remote.Observation]:
-        return [o for o in observations if o.name == self.function and o.outcome == "returned"]
-
-    def probe(self, worker: remote.Worker, meter: speed.SpeedMeter) -> str | None:
-        raise NotImplementedError
-
-    def check(self, worker: remote.Worker, meter: speed.SpeedMeter) -> str | None:
-        raise NotImplementedError
+# The reference code of the hidden timing tests, taken from the notebook beside this file (the
+# source notebook here, the grading template in the Gradescope bundle): one copy of each.
+_REFERENCES = definitions(nbformat.read(Path(__file__).with_name("acceleration.ipynb"), 4),
+                          "blocked_speed", ("_reference_naive", "_reference_blocked"),
+                          {"np": np})
+_triple_loop = _REFERENCES["_reference_naive"]
+_reference_tiles = _REFERENCES["_reference_blocked"]
 
 
 class NaiveUsesOwnLoops(Rule):
@@ -119,9 +77,9 @@ class NaiveUsesOwnLoops(Rule):
         for observation in observed:
             if observation.products:
                 return (f"{self._call(observation)} made a library matrix product "
-                        f"({_product_text(observation.products[0])}): the naive version must "
+                        f"({product_text(observation.products[0])}): the naive version must "
                         f"multiply with its own Python loops, so its tests earn no points")
-        configs = {NAIVE_PROBE} | {s for o in observed if (s := _shapes(o))
+        configs = {NAIVE_PROBE} | {s for o in observed if (s := matrix_shapes(o))
                                    and math.prod(s) >= NAIVE_MIN_WORK}
         for shapes in sorted(configs - self.checked, key=math.prod)[:MAX_TIMED_CHECKS]:
             self.checked.add(shapes)
@@ -130,8 +88,8 @@ class NaiveUsesOwnLoops(Rule):
         return None
 
     def _call(self, observation) -> str:
-        shapes = _shapes(observation)
-        return _call_text(self.function, shapes) if shapes else f"{self.function}(...)"
+        shapes = matrix_shapes(observation)
+        return call_text(self.function, shapes) if shapes else f"{self.function}(...)"
 
     def _time(self, worker, meter, shapes) -> str | None:
         m, k, n = shapes
@@ -143,7 +101,7 @@ class NaiveUsesOwnLoops(Rule):
         except Exception:  # noqa: BLE001
             return None
         if ratio * NAIVE_SPEED_LIMIT < 1:
-            return (f"{_call_text(self.function, shapes)} is {1 / ratio:,.0f}x faster than a plain "
+            return (f"{call_text(self.function, shapes)} is {1 / ratio:,.0f}x faster than a plain "
                     f"triple loop (the limit is {NAIVE_SPEED_LIMIT}x): only a library matrix "
                     f"product is that fast, and the naive version must use its own loops, so its "
                     f"tests earn no points")
@@ -175,22 +133,21 @@ class BlockedReallyTiles(Rule):
 
     def _call(self, observation, shapes) -> str:
         block, given = self.block_size(observation)
-        text = _call_text(self.function, shapes, f", block_size={block}" if given else "")
+        text = call_text(self.function, shapes, f", block_size={block}" if given else "")
         return text if given else f"{text} at the default block_size={block}"
 
     def check(self, worker, meter):
         observed = self.relevant(worker.observations)
         hidden = {}
         for observation in observed:
-            shapes = _shapes(observation)
+            shapes = matrix_shapes(observation)
             block, _ = self.block_size(observation)
             if shapes is None or block is None:
                 continue
             for product in observation.products:
-                extent = max([0, *product[1], *(product[2] if len(product) > 3 else [])])
-                if extent > block:
+                if largest_dimension(product) > block:
                     return (f"{self._call(observation, shapes)} multiplied operands larger than "
-                            f"the block size ({_product_text(product)}): it must multiply tile "
+                            f"the block size ({product_text(product)}): it must multiply tile "
                             f"by tile at every block size, so its tests earn no points")
             # Timed calls are where hiding a product pays, and a log can be forged inside the
             # worker: so those are timed in any case, other calls when they logged nothing.
@@ -245,27 +202,83 @@ class BlockedReallyTiles(Rule):
         return None
 
 
-def rules() -> list[Rule]:
-    """Fresh rules for one submission (they remember what they have timed)."""
-    return [NaiveUsesOwnLoops(), BlockedReallyTiles()]
-
-
-def _reference_tiles(a, b, block_size=DEFAULT_BLOCK):
-    m, k = a.shape
-    n = b.shape[1]
-    c = np.zeros((m, n), dtype=np.float32)
-    for i0 in range(0, m, block_size):
-        for j0 in range(0, n, block_size):
-            for p0 in range(0, k, block_size):
-                c[i0:i0 + block_size, j0:j0 + block_size] += (
-                    a[i0:i0 + block_size, p0:p0 + block_size]
-                    @ b[p0:p0 + block_size, j0:j0 + block_size])
-    return c
-
-
 # What feedback shows of each submission's speed: its blocked and NumPy products against a
 # reference tiling and the machine's one-core peak, from 64x64 to 512x512.
-PROFILE = profile.ProfileSpec(sizes=(64, 128, 256, 512), functions=(
-    profile.ProfiledFunction("matmul_blocked", "blocked", "reference tiling (64x64 tiles, @)",
+PROFILE = profile.ProfileSpec(sizes=(64, 128, 256, 512), focus=256, functions=(
+    profile.ProfiledFunction("matmul_blocked", "blocked", "reference tiling",
                              _reference_tiles),
     profile.ProfiledFunction("matmul_numpy", "numpy")))
+
+
+def explain(perf) -> list[str]:
+    """What the speed figures mean, in a sentence or two for the student."""
+    size, lines = PROFILE.focus, []
+    peak, blocked = perf.gflops(profile.PEAK, size), perf.fraction("matmul_blocked", size)
+    reference = perf.fraction(profile.reference_name("matmul_blocked"), size)
+    if blocked is not None and peak:
+        ref = f" (the reference tiling: {reference:.0%})" if reference is not None else ""
+        if blocked >= 0.8:
+            lines.append(f"Your tiles run at {blocked:.0%} of BLAS at {size}x{size}{ref}: at "
+                         f"this size the library's own tricks buy little more; the plot shows "
+                         f"how the gap grows with the size.")
+        elif blocked >= 0.15:
+            lines.append(f"Your tiles run at {blocked:.0%} of BLAS{ref}: the remaining gap is "
+                         f"what BLAS does inside a tile (SIMD, packing, register blocking) and "
+                         f"Python's cost per tile; see question 3.")
+        else:
+            lines.append(f"Your tiles run at {blocked:.0%} of BLAS{ref}: most of the time goes "
+                         f"to Python, not to multiplying; whole tiles multiplied with @, without "
+                         f"per-element loops or copies, close most of that gap (Part 2).")
+    numpy = perf.fraction("matmul_numpy", size)
+    if numpy is not None and peak:
+        if numpy >= 0.7:
+            lines.append(f"matmul_numpy runs at the machine's one-core peak "
+                         f"({peak:.1f} GFLOP/s at {size}x{size}).")
+        else:
+            lines.append(f"matmul_numpy reaches only {numpy:.0%} of the one-core peak: look "
+                         f"for copies or dtype conversions around a @ b.")
+    return lines
+
+
+ASSIGNMENT = Assignment(
+    name="acceleration",
+    title="Hardware acceleration: from triple loops to a fast-path backend",
+    short_title="Hardware acceleration",
+    parts={
+        "naive": "Part 1: naive loops",
+        "blocked": "Part 2: blocked matmul",
+        "footprint": "Part 2: cache footprint",
+        "numpy": "Part 3: NumPy",
+        "backend": "Part 4: backend",
+        "models": "Part 5: ML workloads",
+        "spectrum": "Part 3: the speed spectrum",
+        "question": "Written answers",
+    },
+    timing_titles={
+        "blocked_vs_numpy_256": "matmul_blocked time ÷ NumPy time, 256×256",
+        "blocked_speedup_over_naive_64": "triple-loop time ÷ matmul_blocked time, 64×64",
+        "blocked_vs_reference_256": "matmul_blocked time ÷ reference tiled time, 256×256",
+        "backend_overhead_128": "matmul time ÷ matmul_numpy time, 128×128",
+        "backend_overhead_256": "matmul time ÷ matmul_numpy time, 256×256",
+    },
+    leaderboard=Leaderboard(
+        timing="blocked_vs_numpy_256", title="Blocked vs NumPy (lower is faster)",
+        axis="times slower than NumPy at 256x256", requires="blocked_correct",
+        measured=("matmul_blocked", "np.matmul"),
+        also="blocked_speedup_over_naive_64",
+        also_title="times faster than the naive loop (64x64)"),
+    rules=lambda: [NaiveUsesOwnLoops(), BlockedReallyTiles()],
+    profile=PROFILE,
+    explain=explain,
+    dispatch_log="_backend",
+    calibration=(SlowVariant("blocked_speed", "blocked_impl", "matmul_blocked"),
+                 SlowVariant("backend_speed", "backend_impl", "OptimizedBackend.matmul")),
+    demo=(DemoStudent("lovelaceada", "1001", ("naive", "blocked", "footprint", "numpy",
+                                              "backend", "models", "spectrum", "question")),
+          DemoStudent("hoppergrace", "1002", ("naive", "numpy", "footprint")),
+          DemoStudent("turingalan", "1003", ()),
+          DemoStudent("johnsonkatherine", "1004", ("naive", "blocked", "footprint", "numpy",
+                                                   "backend", "models", "spectrum", "question"),
+                      late=True)),
+    packages=("numpy", "threadpoolctl", "matplotlib"),
+)

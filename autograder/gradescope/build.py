@@ -4,13 +4,15 @@ Gradescope builds a container image from the zip of a programming assignment: it
 /autograder/source and runs setup.sh there once. For each submission it puts the student's files in
 /autograder/submission, runs run_autograder and reads /autograder/results/results.json.
 
-The zip holds, at its root: setup.sh (installs a Python of at least 3.11 if the image lacks one, and
-the pinned requirements.txt into a venv next to it); run_autograder (runs `python3 -m
-autograder.gradescope_run`, which grades with the same code as `grade`); requirements.txt (the
-packages grading needs, at requirements.lock's versions); the source files of this package; and
-grading/, with the grading template (the release notebook with the test cells' full sources,
-hidden tests included, put back from source/) and config.json (time budget, per-call limit, and
-what the bundle was built from).
+The zip holds, at its root: setup.sh (installs a Python recent enough for the pinned packages if
+the image lacks one, and the pinned requirements.txt into a venv next to it); run_autograder (runs
+`python3 -m autograder.gradescope.run`, which grades with the same code as `grade`);
+requirements.txt (the packages grading needs, at requirements.lock's versions); the modules of
+this package that grading in the container needs (`RUNTIME`: nothing of nbgrader); and grading/,
+with the grading template (the release notebook with the test cells' full sources, hidden tests
+included, put back from source/), the assignment's grading.py, and config.json (time budget,
+per-call limit, and what the bundle was built from). The two scripts are templates of this
+package (`templates/`).
 
 No solution and no rubric: the template is made from the student release, and the build refuses
 to write a zip in which any line of a solution region appears.
@@ -19,112 +21,41 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 
 import nbformat
 
-from .course import NOTEBOOK, REPO_ROOT, Course, CourseError
-from .release import distinctive, region_lines
+from .. import notebook
+from ..assignment import SPEC_FILE
+from ..course import REPO_ROOT, Course, CourseError
+from ..files import write_atomic
+from .run import CONFIG_FILE, DEFAULT_BUDGET, DEFAULT_TIME_LIMIT, TEMPLATE_DIR
 
-TEMPLATE_DIR = "grading"
-CONFIG_FILE = "config.json"
-DEFAULT_BUDGET = 540.0       # seconds for one submission; Gradescope stops a run at 10 minutes
-DEFAULT_TIME_LIMIT = 60.0    # seconds one call of student code may take, as in `grade`
-HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-PACKAGE_DIR = Path(__file__).resolve().parent
-# What grading imports in the container: the runner and worker, the setup cell, reading notebooks.
-CONTAINER_PACKAGES = ("numpy", "threadpoolctl", "nbformat", "matplotlib")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]       # the `autograder` package
+# What grading in the container imports: the runtime, the trusted runner and what they use.
+RUNTIME = ("__init__.py", "assignment.py", "files.py", "machine.py", "notebook.py",
+           "outcomes.py", "performance.py", "sandbox.py", "timing", "trusted",
+           "gradescope/__init__.py", "gradescope/notebook.py", "gradescope/results.py",
+           "gradescope/run.py")
+# What the runtime imports from PyPI; the assignment adds what its notebook's given code imports.
+ENGINE_PACKAGES = ("numpy", "threadpoolctl", "nbformat")
 PYTHON_VERSIONS = ((3, 10), (3, 11), (3, 12), (3, 13), (3, 14))
-SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
 MIN_SECRET_LINE = 16         # shorter solution lines ("return c") are too common to mean a leak
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
-SETUP_SH = """\
-#!/usr/bin/env bash
-# Gradescope runs this once, as root, when it builds the autograder image (the zip is unpacked in
-# /autograder/source). It makes a venv next to this file with a Python of at least {python} and
-# the pinned packages of requirements.txt; run_autograder runs the grader with that venv.
-set -euo pipefail
-here="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
-export DEBIAN_FRONTEND=noninteractive
 
-recent_enough() {{
-    "$1" -c 'import sys; sys.exit(sys.version_info[:2] < ({major}, {minor}))' 2>/dev/null
-}}
-
-python=""
-for candidate in python3 python3.14 python3.13 python3.12 python3.{minor}; do
-    if command -v "$candidate" >/dev/null && recent_enough "$candidate"; then
-        python="$(command -v "$candidate")"
-        break
-    fi
-done
-
-apt-get update -qq
-if [ -z "$python" ]; then
-    apt-get install -y -qq "python{python}" "python{python}-venv"
-    python="$(command -v "python{python}")"
-else
-    # Debian and Ubuntu ship venv's pip in a package of its own.
-    minor="$("$python" -c 'import sys; print(sys.version_info[1])')"
-    apt-get install -y -qq "python3.$minor-venv" || true
-fi
-# Optional: where the container allows namespaces, student code then runs in the sandbox.
-apt-get install -y -qq bubblewrap || true
-
-"$python" -m venv "$here/venv"
-"$here/venv/bin/python" -m pip install --quiet --no-cache-dir -r "$here/requirements.txt"
-"$here/venv/bin/python" -c "import matplotlib, nbformat, numpy, threadpoolctl"
-
-# Student code may run as an unprivileged user: it may read the grader's code and Python, never
-# the grading template with the hidden tests.
-chmod -R a+rX "$here/autograder" "$here/venv"
-chmod -R go-rwx "$here/grading"
-"""
-
-RUN_AUTOGRADER = """\
-#!/usr/bin/env bash
-# Gradescope runs this for every submission, as root, in /autograder: the student's files are in
-# submission/, and results/results.json must exist when it ends. AUTOGRADER_ROOT moves the root
-# (the tests lay out Gradescope's tree in a temporary folder).
-set -uo pipefail
-root="${AUTOGRADER_ROOT:-/autograder}"
-source_dir="$root/source"
-results="$root/results/results.json"
-mkdir -p "$root/results"
-rm -f "$results"
-chmod -R go-rwx "$source_dir/grading" 2>/dev/null || true
-if [ -x "$source_dir/venv/bin/python3" ]; then
-    PATH="$source_dir/venv/bin:$PATH"
-fi
-export AUTOGRADER_ROOT="$root" PYTHONPATH="$source_dir" PYTHONDONTWRITEBYTECODE=1 \\
-    MPLBACKEND=Agg OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-if cd "$source_dir"; then
-    python3 -m autograder.gradescope_run
-    status=$?
-else
-    status=127
-fi
-if [ "$status" -ne 0 ] || [ ! -s "$results" ]; then
-    # gradescope_run writes results.json whatever the submission does: getting here means the
-    # grader could not start, or was killed. Gradescope still needs valid JSON.
-    cat > "$results" <<'JSON'
-{
-  "score": 0.0,
-  "output": "The autograder could not run: please tell the course staff.",
-  "output_format": "text",
-  "stdout_visibility": "hidden"
-}
-JSON
-    echo "run_autograder: gradescope_run exited with status $status" >&2
-fi
-exit 0
-"""
+def script(name: str, **values: str) -> bytes:
+    """A script of templates/, with its @NAME@ placeholders filled in."""
+    text = resources.files(__package__).joinpath("templates", name).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    return text.encode()
 
 
 @dataclass
@@ -135,65 +66,39 @@ class Bundle:
     requirements: list[str]
 
 
-def _nbgrader(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def has_hidden_tests(source: str) -> bool:
-    return HIDDEN_BEGIN in source
-
-
-def strip_hidden_tests(source: str) -> str:
-    """The cell as nbgrader releases it: every hidden-tests region removed, markers included."""
-    kept, inside = [], False
-    for line in source.splitlines(keepends=True):
-        if HIDDEN_BEGIN in line:
-            inside = True
-        elif HIDDEN_END in line:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    return "".join(kept)
-
-
-def _grade_id(cell) -> str:
-    return str(_nbgrader(cell).get("grade_id", ""))
-
-
 def grading_template(course: Course) -> nbformat.NotebookNode:
     """The release notebook with every test cell's full source (hidden tests included) put back.
 
     Raises CourseError when release/ is not what source/ makes (rebuild it first): a test cell
     that differs once its hidden tests are removed, a cell missing on either side, other points.
     """
-    from .trusted import runner
-
-    release_path = course.release_dir / NOTEBOOK
+    release_path = course.release_notebook
     if not release_path.is_file():
         raise CourseError(f"no release at {release_path}: run `python -m autograder release`")
     source = nbformat.read(course.source_notebook, as_version=4)
     template = nbformat.read(release_path, as_version=4)
-    originals = {_grade_id(c): c for c in source.cells if _grade_id(c)}
+    originals = {notebook.grade_id(c): c for c in source.cells if notebook.grade_id(c)}
     problems, seen = [], set()
     for cell in template.cells:
-        grade_id = _grade_id(cell)
+        grade_id = notebook.grade_id(cell)
         if not grade_id:
             continue
         seen.add(grade_id)
         original = originals.get(grade_id)
         if original is None:
             problems.append(f"{grade_id} is in release/ but not in source/")
-        elif runner.is_test_cell(original):
-            if strip_hidden_tests(original.source).strip() != cell.source.strip():
+        elif notebook.is_test_cell(original):
+            released = notebook.strip_region(original.source, notebook.HIDDEN_TESTS)
+            if released.strip() != cell.source.strip():
                 problems.append(f"test cell {grade_id} differs")
-            elif _nbgrader(original).get("points") != _nbgrader(cell).get("points"):
+            elif notebook.points(original) != notebook.points(cell):
                 problems.append(f"test cell {grade_id} has other points")
             cell.source = original.source
-        elif grade_id == runner.SETUP_CELL and original.source != cell.source:
+        elif grade_id == course.spec.setup_cell and original.source != cell.source:
             problems.append("the setup cell differs")
     problems += [f"{grade_id} is in source/ but not in release/"
                  for grade_id, cell in originals.items()
-                 if grade_id not in seen and _nbgrader(cell).get("grade")]
+                 if grade_id not in seen and notebook.nbgrader(cell).get("grade")]
     if problems:
         raise CourseError("release/ is out of date with source/ (" + "; ".join(problems[:5]) +
                           "): run `python -m autograder release` first")
@@ -210,11 +115,12 @@ def solution_lines(source: nbformat.NotebookNode) -> set[str]:
     A line that also occurs outside every solution (in a test, say) is no secret; very short ones
     are left out as they occur anywhere.
     """
-    regions = region_lines(source, SOLUTION_BEGIN, SOLUTION_END, MIN_SECRET_LINE)
-    public = {distinctive(line) for cell in source.cells for line in cell.source.splitlines()
-              if not _nbgrader(cell).get("solution")}
-    answers = {distinctive(line) for cell in source.cells if _nbgrader(cell).get("solution")
-               and SOLUTION_BEGIN not in cell.source for line in cell.source.splitlines()}
+    regions = notebook.region_lines(source, notebook.SOLUTION, MIN_SECRET_LINE)
+    public = {notebook.distinctive(line) for cell in source.cells
+              for line in cell.source.splitlines() if not notebook.is_answer_cell(cell)}
+    answers = {notebook.distinctive(line) for cell in source.cells
+               if notebook.is_answer_cell(cell) and notebook.SOLUTION[0] not in cell.source
+               for line in cell.source.splitlines()}
     return regions | {line for line in answers - public if len(line) >= MIN_SECRET_LINE}
 
 
@@ -234,7 +140,7 @@ def file_lines(name: str, data: bytes) -> set[str]:
     text = data.decode("utf-8", errors="replace")
     if name.endswith((".ipynb", ".json")):
         text = "\n".join(_strings(json.loads(text)))
-    return {distinctive(line) for line in text.splitlines()}
+    return {notebook.distinctive(line) for line in text.splitlines()}
 
 
 def leaked_lines(files: dict[str, tuple[bytes, int]], secrets: set[str]) -> dict[str, list[str]]:
@@ -259,7 +165,7 @@ def _lock_pins(lock: Path) -> dict[str, str]:
     return pins
 
 
-def pinned_requirements(lock: Path, packages=CONTAINER_PACKAGES) -> list[str]:
+def pinned_requirements(lock: Path, packages=ENGINE_PACKAGES) -> list[str]:
     """`name==version` for `packages` and everything they depend on, at requirements.lock's pins.
 
     The dependencies are read from the installed distributions (this venv is built from the lock).
@@ -308,59 +214,67 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def runtime_files() -> dict[str, tuple[bytes, int]]:
+    """zip path -> (content, mode) of the package modules grading in the container needs."""
+    found = {}
+    for entry in RUNTIME:
+        top = PACKAGE_DIR / entry
+        for path in sorted(top.rglob("*.py")) if top.is_dir() else [top]:
+            if "__pycache__" not in path.parts:
+                name = f"autograder/{path.relative_to(PACKAGE_DIR).as_posix()}"
+                found[name] = (path.read_bytes(), 0o644)
+    return found
+
+
 def build(course: Course, budget: float = DEFAULT_BUDGET,
           time_limit: float = DEFAULT_TIME_LIMIT) -> Bundle:
     """Everything that goes into the zip, checked: no solution line anywhere."""
-    from .trusted import runner
-
+    spec = course.spec
     template = grading_template(course)
-    requirements = pinned_requirements(REPO_ROOT / "requirements.lock")
+    packages = tuple(dict.fromkeys((*ENGINE_PACKAGES, *spec.packages)))
+    requirements = pinned_requirements(REPO_ROOT / "requirements.lock", packages)
     major, minor = minimum_python(requirements)
-    graded = [c for c in template.cells if runner.is_test_cell(c)]
+    graded = [c for c in template.cells if notebook.is_test_cell(c)]
     config = {
         "assignment": course.assignment,
-        "notebook": NOTEBOOK,
-        "points": sum(float(_nbgrader(c).get("points", 0)) for c in graded),
+        "notebook": course.notebook,
+        "points": sum(notebook.points(c) for c in graded),
         "budget_seconds": budget,
         "time_limit_seconds": time_limit,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source_sha256": _sha256(course.source_notebook),
-        "release_sha256": _sha256(course.release_dir / NOTEBOOK),
+        "release_sha256": _sha256(course.release_notebook),
     }
     files: dict[str, tuple[bytes, int]] = {
-        "setup.sh": (SETUP_SH.format(python=f"{major}.{minor}", major=major,
-                                     minor=minor).encode(), 0o755),
-        "run_autograder": (RUN_AUTOGRADER.encode(), 0o755),
+        "setup.sh": (script("setup.sh", PYTHON=f"{major}.{minor}", MAJOR=str(major),
+                            MINOR=str(minor), IMPORTS=", ".join(packages)), 0o755),
+        "run_autograder": (script("run_autograder"), 0o755),
         "requirements.txt": (("\n".join(requirements) + "\n").encode(), 0o644),
-        f"{TEMPLATE_DIR}/{NOTEBOOK}": (nbformat.writes(template).encode(), 0o600),
+        f"{TEMPLATE_DIR}/{course.notebook}": (nbformat.writes(template).encode(), 0o600),
         f"{TEMPLATE_DIR}/{CONFIG_FILE}": (json.dumps(config, indent=2).encode(), 0o600),
+        **runtime_files(),
     }
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        if "__pycache__" not in path.parts:
-            files[f"autograder/{path.relative_to(PACKAGE_DIR).as_posix()}"] = (path.read_bytes(),
-                                                                               0o644)
+    spec_file = course.source_dir / SPEC_FILE
+    if spec_file.is_file():
+        files[f"{TEMPLATE_DIR}/{SPEC_FILE}"] = (spec_file.read_bytes(), 0o600)
     leaks = leaked_lines(files, solution_lines(nbformat.read(course.source_notebook, as_version=4)))
     if leaks:
         name, lines = next(iter(leaks.items()))
         raise CourseError(f"refusing to build: {name} holds solution lines, e.g. {lines[0]!r}")
-    return Bundle(files, config["points"],
-                  [_grade_id(c) for c in graded if has_hidden_tests(c.source)],
-                  requirements)
+    hidden = [notebook.grade_id(c) for c in graded if notebook.HIDDEN_TESTS[0] in c.source]
+    return Bundle(files, config["points"], hidden, requirements)
 
 
 def write_zip(bundle: Bundle, output: Path) -> Path:
-    """Write the zip (files at its root, fixed timestamps, unix modes kept) atomically."""
-    output = output.resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+    """Write the zip (files at its root, fixed timestamps, unix modes kept) as a whole."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, (data, mode) in sorted(bundle.files.items()):
             info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
             info.external_attr = (0o100000 | mode) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
-    os.replace(tmp, output)
-    return output
+    return write_atomic(output.resolve(), buffer.getvalue(), make_folder=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -378,7 +292,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     course: Course = args.course
-    from .release import check_pairing
+    from ..release import check_pairing
 
     check_pairing(course)
     bundle = build(course, args.budget, args.time_limit)
