@@ -69,6 +69,7 @@ class VariantRun:
     must_fail: str                          # grade id that must fail ("" for the reference)
     trials: int = 0
     failures: dict[str, int] = field(default_factory=dict)   # grade id -> trials it failed
+    first_failure: dict[str, str] = field(default_factory=dict)   # grade id -> what it said
     timings: dict[str, list[Timing]] = field(default_factory=dict)
 
     @property
@@ -98,6 +99,8 @@ def run_variant(course: Course, name: str, nb, must_fail: str, trials: int, laun
         run.trials += 1
         for test, outcome in report.outcomes.items():
             run.failures[test] = run.failures.get(test, 0) + (not outcome.passed)
+            if not outcome.passed and test not in run.first_failure:
+                run.first_failure[test] = ": ".join(outcome.error)
             for timing in timings(outcome.stdout):
                 run.timings.setdefault(timing.name, []).append(timing)
         if progress:
@@ -110,6 +113,10 @@ def describe(runs: list[VariantRun]) -> str:
     for run in runs:
         failed = ", ".join(f"{g} {n}/{run.trials}" for g, n in sorted(run.failures.items()) if n)
         lines.append(f"{run.name}: {run.trials} trials; failed: {failed or 'none'}")
+        # Why a test failed that should not have: a timing, or something else (a crash)?
+        for test, message in sorted(run.first_failure.items()):
+            if test != run.must_fail:
+                lines.append(f"  {test} first failed with {message[:300]}")
         for name, values in sorted(run.timings.items()):
             nums = [t.value for t in values]
             limit, kind = values[0].limit, values[0].kind
