@@ -60,8 +60,9 @@ formgrader: $(READY)  ## hand-grade in nbgrader's formgrader: Jupyter Lab in COU
 calibrate: $(READY)  ## check the timing limits on this machine (reference vs 3x-slow variants)
 	$(PY) -m autograder calibrate
 
-bench: $(READY) system-packages  ## print the grading-throughput and timing-noise figures (slow)
+bench: $(READY) system-packages  ## print the grading throughput, grading cost and timing-noise figures (slow)
 	$(PY) bench/grading_throughput.py
+	$(PY) bench/grading_cost.py
 	$(PY) bench/timing_noise.py
 
 clean:  ## remove the venv and all grading state of the demo
