@@ -78,6 +78,11 @@ def reasons(report: CollectReport) -> dict[str, str]:
     return {r.file: r.reason for r in report.rejected}
 
 
+def canvas_copies(zip_path: Path, notebook: bytes, names: list[str]) -> Path:
+    """A Canvas download in which every entry is the same notebook."""
+    return build.canvas_zip(zip_path, [(name, notebook) for name in names])
+
+
 def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -165,11 +170,10 @@ def test_canvas_late_marks_meet_the_due_date(course):
 
 
 def test_canvas_anonymous_and_identical_copies(course, tmp_path):
-    nb = build.notebook("speedup = 2.5")
-    zip_path = build.canvas_zip(tmp_path / "dl" / "anon.zip", [
-        ("anon_x8k2p_7740190_acceleration.ipynb", nb),
-        ("nguyenana_10231_7740011_acceleration.ipynb", nb),
-        ("nguyenana_10231_7740012_acceleration-1.ipynb", nb),
+    zip_path = canvas_copies(tmp_path / "dl" / "anon.zip", build.notebook("speedup = 2.5"), [
+        "anon_x8k2p_7740190_acceleration.ipynb",
+        "nguyenana_10231_7740011_acceleration.ipynb",
+        "nguyenana_10231_7740012_acceleration-1.ipynb",
     ])
     report = collect(course, zip_path)
     assert [(i.student, i.source_file) for i in report.imported] == [
@@ -294,13 +298,12 @@ def test_folder_in_nbgrader_layout_round_trips(course, tmp_path, empty_gradebook
 # inputs that cannot be used, and unsafe entries
 # ------------------------------------------------------------------------------------------------
 def test_unsafe_zip_entries_are_never_extracted(course, tmp_path):
-    ok = build.notebook("speedup = 7.0")
-    zip_path = build.canvas_zip(tmp_path / "dl" / "evil.zip", [
-        ("../nguyenana_10231_7740011_acceleration.ipynb", ok),
-        ("/tmp/collect_evil_10231_7740012_acceleration.ipynb", ok),
-        ("sub/../../okaforchidi_10232_7740013_acceleration.ipynb", ok),
-        ("..\\..\\leejin_10235_7740014_acceleration.ipynb", ok),
-        ("silvamariajose_10233_7740015_acceleration.ipynb", ok),
+    zip_path = canvas_copies(tmp_path / "dl" / "evil.zip", build.notebook("speedup = 7.0"), [
+        "../nguyenana_10231_7740011_acceleration.ipynb",
+        "/tmp/collect_evil_10231_7740012_acceleration.ipynb",
+        "sub/../../okaforchidi_10232_7740013_acceleration.ipynb",
+        "..\\..\\leejin_10235_7740014_acceleration.ipynb",
+        "silvamariajose_10233_7740015_acceleration.ipynb",
     ])
     report = collect(course, zip_path)
     assert [i.student for i in report.imported] == ["10233"]

@@ -46,8 +46,11 @@ CALL_OVERHEAD = 0.002         # seconds a single observed request may add to a c
 MAX_TIMED_CHECKS = 3          # configurations timed per rule, at most
 
 
-def _matrix(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    return rng.standard_normal(shape, dtype=np.float32)
+def _operands(m: int, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh random float32 operands of an (m, k) @ (k, n) product."""
+    rng = np.random.default_rng()
+    return (rng.standard_normal((m, k), dtype=np.float32),
+            rng.standard_normal((k, n), dtype=np.float32))
 
 
 # The reference code of the hidden timing tests, taken from the notebook beside this file (the
@@ -65,9 +68,8 @@ class NaiveUsesOwnLoops(Rule):
 
     def probe(self, worker, meter):
         naive = worker.proxy_for(self.function, "function")
-        rng = np.random.default_rng()
         try:
-            naive(_matrix((12, 10), rng), _matrix((10, 8), rng))
+            naive(*_operands(12, 10, 8))
         except Exception:  # noqa: BLE001 - failures are the tests' business, not a rule's
             return None
         return self.check(worker, meter)
@@ -92,9 +94,7 @@ class NaiveUsesOwnLoops(Rule):
         return call_text(self.function, shapes) if shapes else f"{self.function}(...)"
 
     def _time(self, worker, meter, shapes) -> str | None:
-        m, k, n = shapes
-        rng = np.random.default_rng()
-        a, b = _matrix((m, k), rng), _matrix((k, n), rng)
+        a, b = _operands(*shapes)
         naive = worker.proxy_for(self.function, "function")
         try:
             ratio = meter.speed_ratio(naive, _triple_loop, a, b, rounds=3, record=False)
@@ -114,11 +114,12 @@ class BlockedReallyTiles(Rule):
 
     def probe(self, worker, meter):
         blocked = worker.proxy_for(self.function, "function")
-        rng = np.random.default_rng()
-        m, k, n = (int(x) for x in rng.integers(DEFAULT_BLOCK + 1, 2 * DEFAULT_BLOCK + 33, 3))
-        for (m, k, n), kwargs in [((100, 90, 70), {"block_size": 16}), ((m, k, n), {})]:
+        # larger than the default block in every dimension, by a random amount
+        default = tuple(int(x) for x in np.random.default_rng().integers(
+            DEFAULT_BLOCK + 1, 2 * DEFAULT_BLOCK + 33, 3))
+        for shapes, kwargs in [((100, 90, 70), {"block_size": 16}), (default, {})]:
             try:
-                blocked(_matrix((m, k), rng), _matrix((k, n), rng), **kwargs)
+                blocked(*_operands(*shapes), **kwargs)
             except Exception:  # noqa: BLE001 - failures are the tests' business
                 continue
         return self.check(worker, meter)
@@ -172,8 +173,7 @@ class BlockedReallyTiles(Rule):
     def _time(self, worker, meter, observation, key) -> str | None:
         """Time one configuration whose products were hidden: "" when it was not worth timing."""
         m, k, n, block = key
-        rng = np.random.default_rng()
-        a, b = _matrix((m, k), rng), _matrix((k, n), rng)
+        a, b = _operands(m, k, n)
         library = meter.seconds_per_call(np.matmul, (a, b))
         per_call = observation.cpu_seconds / max(observation.calls, 1)
         if per_call > LIBRARY_SPEED * library + CALL_OVERHEAD:
