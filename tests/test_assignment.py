@@ -185,7 +185,11 @@ def test_the_graded_notebook_shows_what_the_student_measured(graded_course):
 
     sandboxed = _spectrum(graded)
     assert min(sandboxed.values()) > 0, sandboxed
-    plain = _spectrum(_unsandboxed_run(graded_course.submitted_dir("1001") / "acceleration.ipynb"))
+    # The best of two plain runs, figure by figure: noise only adds time, and a single plain run
+    # once read 0.25 ms for a 0.12 ms product (naive, 8x8: two samples of 2 ms).
+    submitted = graded_course.submitted_dir("1001") / "acceleration.ipynb"
+    runs = [_spectrum(_unsandboxed_run(submitted)) for _ in range(2)]
+    plain = {key: min(run[key] for run in runs) for key in runs[0]}
     assert sandboxed.keys() == plain.keys() and len(sandboxed) == 5 + 7 + 7
     far = {key: (sandboxed[key], plain[key]) for key in plain
            if not 0.5 <= sandboxed[key] / plain[key] <= 2}

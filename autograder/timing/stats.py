@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 AGREEMENT = 1.25   # two ratios within this factor of each other agree
 SETTLED = 3.0      # a ratio this many times past its limit is a verdict: measuring more won't help
+SETTLE_SAMPLES = 3  # ... once that many samples of it say so: its first sample can be cold
 
 
 def best(samples: Sequence[float]) -> float:
@@ -28,11 +29,14 @@ def margin(value: float, limit: float, kind: str) -> float:
 
 
 def far_past(samples: Sequence[float], reference: Sequence[float], at_most: float,
-             factor: float = SETTLED) -> bool:
-    """Whether the ratio so far is over `factor` times the limit `at_most`.
+             factor: float = SETTLED, min_samples: int = SETTLE_SAMPLES) -> bool:
+    """Whether the ratio so far is over `factor` times the limit `at_most`, in `min_samples`
+    samples or more.
 
     More samples can only lower the first's best (noise adds time), so this could still turn;
-    but one disturbed sample does not make code three times slower than its limit, which
-    honest code measured with the reference never came near (README: timing figures).
+    but honest code measured with the reference never came near three times its limit (README:
+    timing figures) except in a single disturbed sample (the first of a new size, cold: once
+    12x against a limit of 1.5x), and the best of three disturbed samples is not seen.
     """
-    return bool(samples) and bool(reference) and ratio(samples, reference) > factor * at_most
+    return (len(samples) >= min_samples and bool(reference)
+            and ratio(samples, reference) > factor * at_most)

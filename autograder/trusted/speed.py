@@ -11,7 +11,8 @@ Both sides are timed under the same conditions, in alternation (`timing.measure.
   result, as the worker makes;
 - **every result of a timed call is checked** after its sample, with Freivalds' test for matrix
   products (`verify`): a fast wrong answer in any call costs the timing points;
-- measuring **stops early** once the student's code is SETTLED times past the test's limit, and a
+- measuring **stops early** once the student's code is SETTLED times past the test's limit in
+  SETTLE_SAMPLES samples (one cold or disturbed sample is no verdict), and a
   request of student code is stopped once it has used that much more CPU than the limit allows
   (never before MIN_CPU_LIMIT); each `speed_ratio` has a CPU BUDGET in all.
 
