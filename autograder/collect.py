@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import logging
 import os
 import re
@@ -59,6 +60,7 @@ from typing import TYPE_CHECKING, Iterator
 import nbformat
 
 from .course import Course
+from .files import write_atomic
 from .gradebook import GradebookError, open_gradebook
 from .lms import ID_RULE, Lms, is_student_id, sort_key
 
@@ -655,15 +657,12 @@ def _update_roster(course: Course, report: CollectReport, chosen: dict[str, _Can
             changed = True
     if not changed:
         return
-    path = roster_path(course)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=ROSTER_FIELDS)
-        writer.writeheader()
-        for student in sorted(roster, key=sort_key):
-            writer.writerow(roster[student].__dict__)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=ROSTER_FIELDS)
+    writer.writeheader()
+    for student in sorted(roster, key=sort_key):
+        writer.writerow(roster[student].__dict__)
+    write_atomic(roster_path(course), text.getvalue(), make_folder=True)
 
 
 # ------------------------------------------------------------------------------------------------

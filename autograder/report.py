@@ -18,7 +18,7 @@ from pathlib import Path
 from . import machine
 from .assignment import Assignment
 from .course import Course, CourseError
-from .notebook import is_answer_cell, part_of
+from .notebook import grade_id, is_answer_cell, part_of
 from .results import StudentResult, load_cohort
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -246,8 +246,7 @@ def answer_code(notebook) -> str:
     parts = []
     for cell in notebook.cells:
         if cell.cell_type == "code" and is_answer_cell(cell):
-            grade_id = cell.metadata["nbgrader"].get("grade_id", "")
-            parts.append(f"# cell {grade_id}\n{cell.source.rstrip()}\n")
+            parts.append(f"# cell {grade_id(cell)}\n{cell.source.rstrip()}\n")
     return "\n\n".join(parts)
 
 
