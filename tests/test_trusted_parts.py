@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,7 +202,10 @@ def test_without_bubblewrap_the_unprivileged_worker_cannot_fork_either():
                "print(how)\n"
                "print(_run_under(launcher))\n")
     env = {**os.environ, "PYTHONPATH": str(launch.PACKAGE_DIR.parent)}
-    proc = subprocess.run(unprivileged.command([sys.executable, "-c", program]), env=env,
+    # The program imports this module and the package from the repository, uid 65534 the
+    # package; the repository may sit in a folder closed to others (a clone in a home folder).
+    readable = [launch.PACKAGE_DIR, Path(__file__).resolve().parent]
+    proc = subprocess.run(unprivileged.command([sys.executable, "-c", program], readable), env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     how, out = proc.stdout.splitlines()[:2]
