@@ -35,10 +35,17 @@ class Leaderboard:
 
 @dataclass(frozen=True)
 class SlowVariant:
-    """For `calibrate`: make `function` (in implementation cell `cell`) slower; `test` must fail."""
+    """For `calibrate`: make `function` (in implementation cell `cell`) slower; `test` must fail.
+
+    Without `code` the variant repeats the reference's work (`calibrate --factor` times); with
+    it, `code` is appended to the reference answer of `cell` (it redefines `function` in a slower
+    style a student might write) and `label` names the variant.
+    """
     test: str
     cell: str
     function: str
+    code: str = ""
+    label: str = ""
 
 
 @dataclass(frozen=True)

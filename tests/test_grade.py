@@ -147,7 +147,7 @@ def test_broken_submissions_are_recorded_and_never_stop_the_batch(course):
     # A deleted test cell scores zero, it is not skipped.
     assert records["2004"].status == "graded" and scores["2004"] == 80 - 10
     assert records["2005"].status == "graded" and scores["2005"] == 80
-    assert scores["2002"] == 80 - (5 + 10 + 5 + 15)  # numpy, backend (both), models
+    assert scores["2002"] == 80 - (3 + 2 + 10 + 5 + 15)  # numpy (both), backend (both), models
     crashed = {t.grade_id: t.message for t in load_cohort(course, ["2002"])[0].tests if not t.passed}
     assert "crashed the process running it (exit code 3)" in crashed["numpy_correct"]
     assert scores["2001"] == 0

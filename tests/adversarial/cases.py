@@ -32,7 +32,8 @@ from tests.variants import CHECK_SHAPES, SIX_TIMES, code, python_tiles
 # source notebook by the tests).
 POINTS = {
     "naive_correct": 10, "naive_errors": 5, "blocked_correct": 12, "footprint_values": 8,
-    "blocked_speed": 10, "numpy_correct": 5, "backend_dispatch": 10, "backend_speed": 5,
+    "blocked_speed": 10, "numpy_correct": 3, "numpy_speed": 2, "backend_dispatch": 10,
+    "backend_speed": 5,
     "models_workloads": 15,
 }
 AUTOGRADED_MAX = sum(POINTS.values())
@@ -969,11 +970,52 @@ def returns_views_of_an_earlier_result(ctx: Context):
     '''))
 
 
+PYTHON_TILED_NUMPY = code('''
+    def _tiled_numpy(a, b):
+        """Right results through Python loops over 32x32 tiles, each tile with np.dot."""
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError(f"incompatible shapes {a.shape} @ {b.shape}")
+        out = np.zeros((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+        for p in range(0, a.shape[1], 32):
+            for i in range(0, a.shape[0], 32):
+                for j in range(0, b.shape[1], 32):
+                    out[i:i + 32, j:j + 32] += np.dot(a[i:i + 32, p:p + 32], b[p:p + 32, j:j + 32])
+        return out
+''')
+
+
+def tiles_its_numpy_product(ctx: Context):
+    return _edited(ctx, numpy_impl=PYTHON_TILED_NUMPY + "\n\nmatmul_numpy = _tiled_numpy\n")
+
+
+def detours_through_float64(ctx: Context):
+    return _edited(ctx, numpy_impl=code('''
+        def matmul_numpy(a, b):
+            """The product in float64, handed back in the inputs' dtype."""
+            return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.result_type(a, b))
+    '''))
+
+
+def is_fast_only_for_square_inputs(ctx: Context):
+    """Knows the visible speed tests use square matrices: NumPy for those, tiles otherwise."""
+    return _edited(ctx, numpy_impl=PYTHON_TILED_NUMPY + "\n\n" + code('''
+        def matmul_numpy(a, b):
+            if a.shape[0] == a.shape[1] == b.shape[1]:
+                return a @ b
+            return _tiled_numpy(a, b)
+    '''))
+
+
+def backend_takes_the_blocked_path(ctx: Context):
+    return _edited(ctx, backend_impl=_backend_calling(ctx, "matmul_blocked(a, b)"))
+
+
 def _case(build, attack: str, lost=(), **kwargs) -> Case:
     return Case(build.__name__, attack, frozenset(lost), build, **kwargs)
 
 
 BACKEND_AND_MODELS = ("backend_dispatch", "backend_speed", "models_workloads")
+NUMPY = ("numpy_correct", "numpy_speed")
 
 CASES = [
     _case(patches_numpy_checks,
@@ -990,7 +1032,7 @@ CASES = [
     _case(deletes_and_redefines_a_helper,
           "the setup's check_matmul deleted in one answer cell and defined again (as a no-op) in "
           "a later one, with a matmul_numpy that returns zeros",
-          {"numpy_correct", *BACKEND_AND_MODELS}),
+          {*NUMPY, *BACKEND_AND_MODELS}),
     _case(patches_clocks,
           "time.process_time/perf_counter/thread_time frozen, with a blocked 6x too slow",
           {"blocked_speed"}),
@@ -1043,7 +1085,7 @@ CASES = [
           "50 MB printed as one line, 50 MB as a million lines, and 50 MB when the naive cell runs"),
     _case(exits_inside_a_function,
           "os._exit(0) inside matmul_numpy",
-          {"numpy_correct", *BACKEND_AND_MODELS},
+          {*NUMPY, *BACKEND_AND_MODELS},
           messages={"numpy_correct": "crashed the process running it (exit code 0)"}),
     _case(kills_other_processes,
           "SIGKILL to the parent process, to pid 1 and to every process (-1), from the kernel and "
@@ -1070,7 +1112,7 @@ CASES = [
           "timeout"),
     _case(renames_a_function,
           "matmul_numpy renamed to matmul_np (the backend uses the new name)",
-          {"numpy_correct", "backend_speed"}),
+          {*NUMPY, "backend_speed"}),
     _case(deletes_a_function,
           "matmul_blocked deleted",
           {"blocked_correct", "blocked_speed"}),
@@ -1082,7 +1124,7 @@ CASES = [
           {"blocked_correct", "blocked_speed", *BACKEND_AND_MODELS}),
     _case(imports_a_missing_module,
           "the numpy cell imports a module that does not exist",
-          {"numpy_correct", *BACKEND_AND_MODELS},
+          {*NUMPY, *BACKEND_AND_MODELS},
           messages={"numpy_correct": "ModuleNotFoundError"}),
     _case(memoizes_a_slow_blocked,
           "a blocked 6x too slow that caches its result per input object, so the timed repeats "
@@ -1127,6 +1169,24 @@ CASES = [
           "a blocked 6x too slow that answers every later call of a shape with a view of its "
           "first result",
           {"blocked_speed"}, messages={"blocked_speed": "wrong result in a timed call"}),
+    _case(tiles_its_numpy_product,
+          "matmul_numpy as Python loops over 32x32 np.dot tiles: right results, about twice "
+          "np.matmul's time",
+          {"numpy_speed", "backend_speed"},
+          messages={"numpy_speed": "as long as np.matmul at 256x256 (limit 1.5x)"}),
+    _case(detours_through_float64,
+          "matmul_numpy multiplies in float64 and converts back to the inputs' dtype",
+          {"numpy_speed", "backend_speed"},
+          messages={"numpy_speed": "conversion to another dtype"}),
+    _case(is_fast_only_for_square_inputs,
+          "matmul_numpy is NumPy's product for square inputs, as the visible speed tests use, "
+          "and Python-looped tiles for any other shape",
+          {"numpy_speed", "backend_speed"},
+          messages={"numpy_speed": "at 512x384 @ 384x448"}),
+    _case(backend_takes_the_blocked_path,
+          "OptimizedBackend.matmul calls matmul_blocked instead of matmul_numpy",
+          {"backend_speed"},
+          messages={"backend_speed": "as long as matmul_numpy at 128x128"}),
     _case(hides_cpu_time_in_threads,
           "a blocked 6x too slow that does its work in a short-lived thread (the worker may not "
           "start threads, so the call fails)",
