@@ -95,19 +95,27 @@ def run(args: argparse.Namespace) -> int:
     from .results import load_cohort
 
     profile = course.spec.profile
-    first = profile.functions[0].function if profile and profile.functions else None
+    first = next((f.function for f in profile.functions if not f.sizes), None) \
+        if profile else None
+    cohort = load_cohort(course)
     print("\nScores (written answers still to be graded in formgrader)" + (
         f", and the speed of {first} at {profile.focus}x{profile.focus} as the grader measured "
-        f"it:" if first else ":"))
+        f"it, as a fraction of the machine's attainable peak:" if first else ":"))
     print(f"  {'student':<8} {'autograded':>10} {'late penalty':>13} {'total':>6}   "
-          + (f"{'GFLOP/s':>9} {'of the peak':>11}" if first else ""))
-    for r in load_cohort(course):
+          + (f"{'GFLOP/s':>9} {'of attainable':>13}" if first else ""))
+    for r in cohort:
         gflops = r.performance.gflops(first, profile.focus) if first and r.performance else None
         speed = "" if not first else (
-            f"{gflops:9.1f} {r.performance.fraction(first, profile.focus):11.0%}" if gflops
-            else f"{'-':>9} {'-':>11}")
+            f"{gflops:9.1f} {r.performance.fraction(first, profile.focus):13.0%}" if gflops
+            else f"{'-':>9} {'-':>13}")
         print(f"  {r.student:<8} {format_points(r.auto_score):>7}/{format_points(r.auto_max):<2} "
               f"{format_points(r.late_penalty):>13} {format_points(r.score):>6}   {speed}")
+    found = next((r.performance.machine for r in cohort
+                  if r.performance and r.performance.machine), None)
+    if found:
+        from .ceilings import summary
+
+        print(f"\nThe grading machine: {summary(found)}")
     feedback = course.feedback_dir("<student>") / f"{course.assignment}.html"
     print(f"\nDemo course: {course.root}")
     print(f"  grades:   {course.root / 'grades.csv'} (Canvas import: grades-canvas.csv)")

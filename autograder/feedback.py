@@ -2,8 +2,9 @@
 
 The page shows the score per part, every test with the message of its failure, the timing figures
 against their limits, how close the student's products came to the machine (GFLOP/s and the
-fraction of the one-core peak, with a plot of the grader's measurements at a few sizes and the
-assignment's sentence on what the gap means), and the state of the written answers. It is built
+fraction of the machine's attainable peak, beside its theoretical peak; a plot of the grader's
+measurements at a few sizes; a roofline; the assignment's sentence on what the gap means; the
+machine's caches), and the state of the written answers. It is built
 from the results records, not from the graded notebook, so the source of hidden tests never
 reaches students (nbgrader's own feedback renders the whole notebook, hidden tests included).
 
@@ -20,13 +21,23 @@ from pathlib import Path
 
 from . import machine
 from .assignment import Assignment
+from .ceilings import Ceilings
 from .course import Course
 from .outcomes import format_points
-from .performance import Performance, explained
+from .performance import Performance, arithmetic_intensity, explained
 from .results import StudentResult, load_cohort
-from .trusted.profile import PEAK
+from .trusted.profile import LIBRARY
 
 STYLES = ("o-", "o--", "s-", "s--", "^-", "^--")   # a student's line, then its reference's
+MARKERS = ("o", "s", "^", "D", "v")
+LIBRARY_COLOR = "#555555"
+ROOFLINE_CAPTION = (
+    "Each point is a product at one size n, placed at its arithmetic intensity: an n×n float32 "
+    "product does 2n³ flops and must move at least its three matrices, 3·n²·4 bytes, once "
+    "(its compulsory traffic), so n/6 FLOP per byte. Under the slanted roof a product would be "
+    "held back by memory bandwidth, under the flat ones by the core. A point far below every "
+    "roof is held back by neither: by work that is not multiplying (Python's cost per element "
+    "or per tile, the call path).")
 
 
 def _template():
@@ -37,42 +48,175 @@ def _template():
     return env.get_template("feedback.html.j2")
 
 
-def speed_plot(perf: Performance | None, spec: Assignment) -> str | None:
-    """The profile as a small log-log plot, a data: URI (the page stands alone), or None."""
-    profile = perf.profile if perf else None
-    if not profile or not profile.seconds or spec.profile is None:
-        return None
+def _figure(width: float, height: float):
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 3.4), dpi=100, layout="constrained")
-    ax = fig.subplots()
-    for i, (name, label) in enumerate(spec.profile.lines()):
-        points = sorted(profile.seconds.get(name, {}).items())
-        if points:
-            style = "s--" if name == PEAK else STYLES[i % len(STYLES)]
-            ax.loglog([n for n, _ in points], [s * 1e3 for _, s in points], style,
-                      color=f"C{i // 2}", label=label)
-    ax.set_xlabel("n: an n x n product")
-    ax.set_ylabel("milliseconds per product")
-    ax.set_xticks(profile.sizes, [str(n) for n in profile.sizes])
-    ax.grid(True, which="both", color="#e4e4e4")
-    ax.legend(fontsize=8)
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def data_uri(fig) -> str | None:
+    """A figure as a PNG data: URI (the page stands alone), or None."""
+    if fig is None:
+        return None
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def exact_ticks(axis, values) -> None:
+    """Label exactly `values` on a (log) axis: no other ticks, no minor labels."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+
+    values = sorted(values)
+    axis.set_major_locator(FixedLocator(values))
+    axis.set_major_formatter(FixedFormatter([f"{v:g}" for v in values]))
+    axis.set_minor_locator(NullLocator())
+
+
+def plain_log_ticks(axis) -> None:
+    """Decades labelled as plain numbers (0.1, 1, 10), minor ticks without labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def speed_figure(perf: Performance | None, spec: Assignment):
+    """The profile as a small log-log plot (a matplotlib Figure), or None."""
+    profile = perf.profile if perf else None
+    if not profile or not profile.seconds or spec.profile is None:
+        return None
+    fig = _figure(6.4, 3.6)
+    ax = fig.subplots()
+    sizes: set[int] = set()
+    students = spec.profile.students()
+    for i, (name, label) in enumerate(spec.profile.lines()):
+        points = sorted(profile.seconds.get(name, {}).items())
+        if not points:
+            continue
+        sizes.update(n for n, _ in points)
+        if name == LIBRARY:
+            style, color = "s--", LIBRARY_COLOR
+        else:
+            group = next((j for j, f in enumerate(students) if name.startswith(f)), i)
+            style, color = STYLES[i % len(STYLES)], f"C{group}"
+        ax.loglog([n for n, _ in points], [s * 1e3 for _, s in points], style, color=color,
+                  label=label)
+    ax.set_xlabel("n: an n x n product")
+    ax.set_ylabel("milliseconds per product")
+    exact_ticks(ax.xaxis, sizes)
+    plain_log_ticks(ax.yaxis)
+    ax.grid(True, which="major", color="#e4e4e4")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def speed_plot(perf: Performance | None, spec: Assignment) -> str | None:
+    """The profile plot as a data: URI, or None."""
+    return data_uri(speed_figure(perf, spec))
+
+
+def roofline_figure(machine: Ceilings | None, series: list[tuple[str, list[tuple[int, float]]]],
+                    title: str, connect: bool = True):
+    """A roofline (log-log: arithmetic intensity, GFLOP/s) with the machine's roofs and each
+    series' (label, [(n, GFLOP/s)]) points at n/6 FLOP/byte; None without ceilings or points."""
+    import math
+
+    points = [(n, g) for _, found in series for n, g in found if g]
+    if machine is None or not points or not machine.attainable_gflops:
+        return None
+    fig = _figure(6.4, 4.2)
+    ax = fig.subplots()
+    attainable, theoretical = machine.attainable_gflops, machine.theoretical_gflops
+    bandwidth, kernel = machine.bandwidth_gbs, machine.blas_gflops
+    top = max(theoretical or 0, attainable)
+    xs = [arithmetic_intensity(n) for n, _ in points]
+    ridge = top / bandwidth if bandwidth else min(xs)
+    low, high = min(min(xs), ridge) / 4, max(max(xs), ridge) * 3
+    grid = [low * (high / low) ** (i / 200) for i in range(201)]
+
+    def roof(level: float) -> list[float]:
+        return [min(level, bandwidth * x) if bandwidth else level for x in grid]
+
+    if theoretical:
+        ax.loglog(grid, roof(theoretical), "-", color="#222222", linewidth=1.6)
+        ax.text(high / 1.1, theoretical * 1.12, f"theoretical peak {theoretical:.0f} GFLOP/s",
+                ha="right", va="bottom", fontsize=8)
+    what = "best np.matmul"
+    if kernel and theoretical and kernel < theoretical * 0.99:
+        if kernel < attainable * 1.15:     # one line: the library runs at its kernel's ceiling
+            what += f", at the {machine.blas_vector_bits}-bit BLAS kernel's ceiling"
+        else:
+            ax.loglog(grid, roof(kernel), ":", color="#7a5b00", linewidth=1.3)
+            ax.text(high / 1.1, kernel * 1.1, f"BLAS kernel ({machine.blas_vector_bits}-bit) "
+                    f"ceiling {kernel:.0f}", ha="right", va="bottom", fontsize=8,
+                    color="#7a5b00")
+    ax.loglog(grid, roof(attainable), "--", color="#17692b", linewidth=1.6)
+    ax.text(ridge * 1.3, attainable / 1.12, f"attainable peak {attainable:.0f} GFLOP/s "
+            f"({what})", ha="left", va="top", fontsize=8, color="#17692b")
+    if bandwidth:
+        x = max(low * 1.5, ridge / 30)
+        ax.text(x, bandwidth * x * 1.25, f"memory {bandwidth:.0f} GB/s x intensity",
+                rotation=math.degrees(math.atan2(bandwidth, 1)), transform_rotates_text=True,
+                rotation_mode="anchor", ha="left", va="bottom", fontsize=8, color="#3a6ea5")
+    for i, (label, found) in enumerate(series):
+        found = sorted((n, g) for n, g in found if g)
+        if found:
+            ax.loglog([arithmetic_intensity(n) for n, _ in found], [g for _, g in found],
+                      f"{MARKERS[i % len(MARKERS)]}{'-' if connect else ''}", color=f"C{i}",
+                      label=label, markersize=6, alpha=0.9 if connect else 0.7, linewidth=1)
+    ax.set_xlim(low, high)
+    ax.set_ylim(min(g for _, g in points) / 4, top * 2.2)
+    ax.set_xlabel("arithmetic intensity: FLOP per byte of compulsory traffic (n/6)")
+    ax.set_ylabel("GFLOP/s, one core")
+    plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.yaxis)
+    sizes = sorted({n for n, _ in points})
+    top_axis = ax.secondary_xaxis("top", functions=(lambda x: x * 6.0, lambda n: n / 6.0))
+    exact_ticks(top_axis.xaxis, sizes)
+    top_axis.set_xlabel("n: the n x n products measured", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", color="#ececec")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def student_roofline(perf: Performance | None, spec: Assignment):
+    """The student's own products on the roofline of the machine that graded them."""
+    if perf is None or perf.profile is None or spec.profile is None:
+        return None
+    series = [(f"your {name}", [(n, perf.gflops(name, n))
+                                for n in sorted(perf.profile.seconds.get(name, {}))])
+              for name in spec.profile.students()]
+    return roofline_figure(perf.machine, series, "Your products under the machine's roofs")
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage with the digits it needs ("38%", "2.5%", "0.03%")."""
+    if fraction is None:
+        return "–"
+    value = 100 * fraction
+    if value >= 10:
+        return f"{value:.0f}%"
+    if value >= 1:
+        return f"{value:.1f}%"
+    return f"{value:.2f}%" if value >= 0.01 else "<0.01%"
 
 
 def render(result: StudentResult, spec: Assignment) -> str:
     late = str(datetime.timedelta(seconds=round(result.seconds_late)))
     perf = result.performance
     return _template().render(
-        r=result, fmt=format_points, late=late, spec=spec, perf=perf,
-        plot=speed_plot(perf, spec), focus=spec.profile.focus if spec.profile else None,
+        r=result, fmt=format_points, late=late, spec=spec, perf=perf, percent=percent,
+        library=LIBRARY,
+        plot=speed_plot(perf, spec), roofline=data_uri(student_roofline(perf, spec)),
+        roofline_caption=ROOFLINE_CAPTION, focus=spec.profile.focus if spec.profile else None,
         lines=spec.profile.lines() if spec.profile else [],
-        meaning=explained(perf, spec),
+        ceilings=perf.machine if perf else None, meaning=explained(perf, spec),
         machine=machine.summary(result.machine) if result.machine else "")
 
 

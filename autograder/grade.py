@@ -10,6 +10,11 @@ grader (its verdict code, the course configuration, the packages it runs on). A 
 graded again when any of the three changed, and `grade` says which: so after a fix to a hidden
 test and `release`, the next `grade` regrades everyone graded with the old tests, and a batch that
 is killed part-way leaves the rest to the next run. Nothing current is graded again.
+
+The grading machine's ceilings (theoretical and attainable peak, memory bandwidth, caches:
+`ceilings`) are measured once per machine, before any submission, and kept in
+`grading/machines/<machine fingerprint>.json`; every submission's speed figures are saved with
+them (delete the file to measure them again).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import machine
+from . import ceilings, machine
 from .assignment import SPEC_FILE
 from .course import REPO_ROOT, Course, CourseError, tool_environment
 from .gradebook import open_gradebook
@@ -38,6 +43,7 @@ from .records import GradingRecord, Status, read_record, records_dir, write_reco
 from .release import ensure_gradebook
 
 SUBMISSION_TIMEOUT = 20 * 60  # seconds for one whole submission; per-cell limits are nbgrader's
+MACHINES = "machines"         # under grading/: the ceilings of each machine that graded
 _PR_SET_PDEATHSIG = 1
 
 
@@ -247,13 +253,20 @@ def sandbox_uids(job: int) -> tuple[int, int]:
     return SANDBOX_UID_BASE + 2 * job, SANDBOX_UID_BASE + 2 * job + 1
 
 
-def _overrides(time_limit: float | None, sandboxed: bool, job: int) -> dict:
+def machine_ceilings(course: Course) -> tuple[ceilings.Ceilings, Path, bool]:
+    """This machine's ceilings as the course keeps them (measured on first use)."""
+    return ceilings.kept(records_dir(course) / MACHINES)
+
+
+def _overrides(time_limit: float | None, sandboxed: bool, job: int,
+               ceilings_file: Path | None = None) -> dict:
     """nbgrader config for one autograde worker."""
     kernel_uid, worker_uid = sandbox_uids(job)
     config: dict = {
         "SandboxedExecute": {"sandbox": sandboxed, "sandbox_uid": kernel_uid},
         "TrustedTests": {"sandbox": sandboxed, "sandbox_uid": worker_uid,
-                         "cpu": job % (os.cpu_count() or 1)},
+                         "cpu": job % (os.cpu_count() or 1),
+                         "ceilings_file": str(ceilings_file or "")},
     }
     if time_limit:
         config["Execute"] = {"timeout": int(time_limit)}
@@ -309,6 +322,10 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
     counts = Counter(reasons.values())
     print(f"grading {len(todo)} submission(s) (" +
           "; ".join(f"{n}: {why}" for why, n in counts.most_common()) + ")", flush=True)
+    machine_found, machine_file, measured = machine_ceilings(course)
+    print(f"this machine's ceilings ({machine_file.relative_to(course.root)}"
+          f"{f', measured in {machine_found.seconds:.1f} s' if measured else ''}): "
+          f"{ceilings.summary(machine_found)}", flush=True)
     jobs = min(max(1, jobs or os.cpu_count() or 1), len(todo))
     todo_queue: queue.Queue = queue.Queue()
     for student in todo:
@@ -316,7 +333,7 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
     done: queue.Queue = queue.Queue()
 
     def work(number: int) -> None:
-        worker = AutogradeWorker(course, _overrides(time_limit, sandboxed, number),
+        worker = AutogradeWorker(course, _overrides(time_limit, sandboxed, number, machine_file),
                                  records_dir(course) / "logs" / f"worker-{number}.log")
         try:
             while True:

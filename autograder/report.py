@@ -3,7 +3,8 @@
 The page (`index.html`, with its PNG plots next to it) opens from disk with no server and no network.
 It shows the grading summary and the machines it ran on, the score distribution, the pass rate of
 every test, the spread of the assignment's leaderboard figure, how close its profiled functions came
-to the machine's peak, the leaderboard and a similarity table of the answer code.
+to the machine (fractions of its attainable peak, beside its theoretical peak, and a cohort
+roofline), the leaderboard and a similarity table of the answer code.
 Students appear by id only, never by name, so the page can be shown to the class; the similarity
 table names pairs of ids and is meant for the teaching team (`--no-similarity` leaves it out).
 """
@@ -17,9 +18,12 @@ from pathlib import Path
 
 from . import machine
 from .assignment import Assignment
+from .ceilings import Ceilings
 from .course import Course, CourseError
+from .feedback import ROOFLINE_CAPTION, percent, roofline_figure
 from .notebook import grade_id, is_answer_cell, part_of
 from .results import StudentResult, load_cohort
+from .trusted.profile import LIBRARY
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -33,8 +37,10 @@ PLOT_FILES = {
     "pass_rates": "pass_rates.png",
     "speed": "speed_ratio.png",
     "peak": "peak_fraction.png",
+    "roofline": "roofline.png",
     "leaderboard": "leaderboard.png",
 }
+SMALLEST_FRACTION = 1e-4    # the peak-fraction plot's left edge: 0.01% of the attainable peak
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,18 +230,43 @@ def machines(cohort: list[StudentResult]) -> list[MachineGroup]:
 
 def peak_fractions(cohort: list[StudentResult], spec: Assignment
                    ) -> dict[str, list[tuple[str, float]]]:
-    """function -> (student, its fraction of the one-core peak at the profile's focus size)."""
+    """function -> (student, its fraction of the attainable peak), at the profile's focus size
+    (or the largest size a function was timed at), and the same for NumPy's own product called
+    the grader's way (LIBRARY)."""
     if spec.profile is None:
         return {}
-    found: dict[str, list[tuple[str, float]]] = {f.function: [] for f in spec.profile.functions}
+    found: dict[str, list[tuple[str, float]]] = {name: [] for name in spec.profile.students()}
+    found[LIBRARY] = []
     for result in cohort:
         if result.status != "graded" or result.performance is None:
             continue
         for name in found:
-            fraction = result.performance.fraction(name, spec.profile.focus)
+            size = result.performance.quoted_size(name, spec.profile.focus)
+            fraction = result.performance.fraction(name, size) if size else None
             if fraction is not None:
                 found[name].append((result.student, fraction))
     return found
+
+
+def cohort_machine(cohort: list[StudentResult]) -> tuple[Ceilings | None, list[StudentResult]]:
+    """The ceilings of the machine most of the cohort's speed figures were measured on, raised to
+    every figure measured there, and the graded students measured there."""
+    groups: dict[str, list[StudentResult]] = {}
+    for result in cohort:
+        perf = result.performance
+        if result.status == "graded" and perf is not None and perf.ceilings is not None \
+                and perf.profile is not None and perf.profile.seconds:
+            groups.setdefault(perf.ceilings.fingerprint, []).append(result)
+    if not groups:
+        return None, []
+    students = max(groups.values(), key=len)
+    found = students[0].performance.ceilings
+    for result in students:
+        raised = result.performance.machine
+        if raised.attainable_gflops > found.attainable_gflops:
+            found = found.raised_to(raised.attainable_gflops,
+                                    f"{raised.attainable_source}, student {result.student}")
+    return found, students
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,24 +478,50 @@ def plot_peak_fractions(fractions: dict[str, list[tuple[str, float]]], path: Pat
                         spec: Assignment) -> str | None:
     if not any(fractions.values()):
         return None
-    focus = spec.profile.focus
     import numpy as np
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     fig = _figure(8, 3.6)
     ax = fig.subplots()
-    top = max(1.0, max(f for values in fractions.values() for _, f in values) * 1.1)
-    bins = np.linspace(0, top, 21)
+    bins = np.geomspace(SMALLEST_FRACTION, 1.0, 25)
     for i, (name, values) in enumerate(fractions.items()):
         if values:
-            ax.hist([f for _, f in values], bins=bins, color=f"C{i}", alpha=0.75,
-                    edgecolor="white", label=f"{name} ({_students(len(values))})")
-    ax.axvline(1.0, color="#555555", linestyle=":", label=spec.profile.peak_label)
-    ax.set_xlabel(f"fraction of the machine's one-core peak at {focus}x{focus} (GFLOP/s / peak)")
+            label = spec.profile.library_label if name == LIBRARY else name
+            ax.hist([min(1.0, max(SMALLEST_FRACTION, f)) for _, f in values], bins=bins,
+                    color="#555555" if name == LIBRARY else f"C{i}", alpha=0.75,
+                    edgecolor="white", label=f"{label} ({_students(len(values))})")
+    ax.set_xscale("log")
+    ax.set_xlim(SMALLEST_FRACTION, 1.0)
+    decades = [10.0 ** k for k in range(-4, 1)]
+    ax.xaxis.set_major_locator(FixedLocator(decades))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: percent(v)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(f"fraction of the attainable peak (the best np.matmul on the machine), at "
+                  f"{spec.profile.focus}x{spec.profile.focus} or the largest size timed")
     ax.set_ylabel("students")
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("How close each product came to the machine")
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left")
     return _save(fig, path)
+
+
+def plot_roofline(machine_found: Ceilings | None, students: list[StudentResult], path: Path,
+                  spec: Assignment) -> str | None:
+    """Every student's products at the size feedback quotes, under the machine's roofs."""
+    if machine_found is None or spec.profile is None:
+        return None
+    series = []
+    for name in spec.profile.students():
+        points = []
+        for result in students:
+            size = result.performance.quoted_size(name, spec.profile.focus)
+            gflops = result.performance.gflops(name, size) if size else None
+            if gflops:
+                points.append((size, gflops))
+        series.append((f"{name} ({_students(len(points))})", points))
+    fig = roofline_figure(machine_found, series, "The cohort's products under the machine's "
+                          "roofs", connect=False)
+    return _save(fig, path) if fig is not None else None
 
 
 def plot_leaderboard(rows: list[LeaderRow], path: Path, spec: Assignment) -> str | None:
@@ -530,12 +587,14 @@ def render(course: Course, cohort: list[StudentResult], out_dir: Path,
     ratios = sorted(speed_ratios(cohort, spec), key=lambda r: (r[1], r[0]))
     rows = leaderboard(cohort, spec)
     fractions = peak_fractions(cohort, spec)
+    roofs, measured_there = cohort_machine(cohort)
     similar = code_similarity(course, [r.student for r in cohort], threshold) if similarity else None
     plots = {
         "scores": plot_scores(cohort, out_dir / PLOT_FILES["scores"]),
         "pass_rates": plot_pass_rates(rates, out_dir / PLOT_FILES["pass_rates"]),
         "speed": plot_speed(ratios, out_dir / PLOT_FILES["speed"], spec),
         "peak": plot_peak_fractions(fractions, out_dir / PLOT_FILES["peak"], spec),
+        "roofline": plot_roofline(roofs, measured_there, out_dir / PLOT_FILES["roofline"], spec),
         "leaderboard": plot_leaderboard(rows, out_dir / PLOT_FILES["leaderboard"], spec),
     }
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
@@ -549,7 +608,9 @@ def render(course: Course, cohort: list[StudentResult], out_dir: Path,
         similarity=similar, plots=plots, noise_chars=NOISE_CHARS, machines=machines(cohort),
         fractions=fractions, focus=spec.profile.focus if spec.profile else None,
         fraction_median={name: statistics.median([f for _, f in values])
-                         for name, values in fractions.items() if values})
+                         for name, values in fractions.items() if values},
+        percent=percent, library=LIBRARY, ceilings=roofs, measured_there=len(measured_there),
+        roofline_caption=ROOFLINE_CAPTION)
     index = out_dir / "index.html"
     index.write_text(html, encoding="utf-8")
     return index

@@ -1,14 +1,23 @@
 """The grading machine's ceilings: read from the processor, measured on this machine, kept per
-machine."""
+machine, and every fraction of the peak that grading shows held to at most 100%."""
 from __future__ import annotations
 
+import html
 import json
 import platform
+import re
 from pathlib import Path
 
 import pytest
 
 from autograder import ceilings, machine
+from autograder.feedback import feedback_path, speed_figure, write_feedback
+from autograder.gradescope.results import performance_entry
+from autograder.performance import SUFFIX, Performance
+from autograder.report import build_report
+from autograder.results import load_cohort
+from autograder.trusted.profile import LIBRARY
+from tests.test_export import copy_course
 
 CPUINFO = Path(__file__).parent / "fixtures" / "cpuinfo"
 
@@ -117,3 +126,63 @@ def test_the_triad_moves_what_it_says():
     assert ceilings.TRIAD_ARRAYS_MOVED == 6
     small, large = ceilings.triad(4 * 2 ** 20), ceilings.triad(ceilings.TRIAD_MIN_BYTES)
     assert small > 0 and large > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# A graded cohort: no fraction of the peak above 100%, anywhere it is shown
+# ------------------------------------------------------------------------------------------------
+PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+
+
+def _text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+@pytest.mark.slow
+def test_no_fraction_of_the_peak_above_100_percent(graded_course, tmp_path):
+    course = copy_course(graded_course, tmp_path / "course")
+    kept = list((course.root / "grading" / "machines").glob("*.json"))
+    assert len(kept) == 1, kept              # measured once for the machine, not per submission
+    machine_found = ceilings.read(kept[0])
+    cohort = load_cohort(course)
+    for result in cohort:
+        perf = result.performance
+        assert perf is not None and perf.ceilings == machine_found, result.student
+    shown = 0
+    write_feedback(course)
+    for result in cohort:
+        page = feedback_path(course, result.student).read_text(encoding="utf-8")
+        section = _text(page).split("How close to the machine", 1)[1].split("Written answers")[0]
+        values = [float(v) for v in PERCENT.findall(section)]
+        assert all(v <= 100 for v in values), (result.student, section)
+        shown += len(values)
+    index = build_report(course, tmp_path / "report")
+    report = _text(index.read_text(encoding="utf-8"))
+    section = report.split("How close to the machine", 1)[1].split("Leaderboard")[0]
+    values = [float(v) for v in PERCENT.findall(section)]
+    assert values and all(v <= 100 for v in values), section
+    for result in cohort:
+        entry = performance_entry(result.performance, course.spec)
+        if entry is not None:
+            values = [float(v) for v in PERCENT.findall(entry["output"])]
+            assert values and all(v <= 100 for v in values), entry["output"]
+            assert "theoretical peak" in entry["output"] and "attainable peak" in entry["output"]
+            shown += len(values)
+    assert shown > 10
+    # The theoretical peak stands above the attainable one, which stands above every product.
+    full = next(r for r in cohort if r.student == "1001").performance
+    best = full.profile.best()[0]
+    assert full.machine.theoretical_gflops >= full.attainable >= best
+    assert full.fraction(LIBRARY, 256) <= 1
+    # The speed plot labels exactly the sizes measured.
+    fig = speed_figure(full, course.spec)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    measured_sizes = sorted({n for by_size in full.profile.seconds.values() for n in by_size})
+    assert measured_sizes == [16, 32, 64, 128, 256, 512]
+    assert list(ax.get_xticks()) == measured_sizes
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(n) for n in measured_sizes]
+    assert list(ax.xaxis.get_minorticklocs()) == []
+    saved = json.loads((course.autograded_dir("1001") / f"acceleration{SUFFIX}").read_text())
+    assert Performance.read(course.autograded_dir("1001") / f"acceleration{SUFFIX}").ceilings \
+        == ceilings.Ceilings.from_json(saved["ceilings"])

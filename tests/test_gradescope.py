@@ -429,8 +429,11 @@ def test_reference_scores_full_marks(gradescope_home, scratch_course):
     assert "graded by hand" in written["output"] and "empty" not in written["output"]
     profile = next(t for t in results["tests"] if t["name"].startswith("How close to the machine"))
     assert profile["max_score"] == 0 and profile["visibility"] == "visible"
-    assert re.search(r"your matmul_blocked +[0-9.]+ GFLOP/s +[0-9]+% of the peak",
-                     profile["output"])
+    assert re.search(r"your matmul_blocked \(256x256\) +[0-9.]+ GFLOP/s +[0-9]+% of the "
+                     r"attainable peak", profile["output"])
+    assert re.search(r"theoretical peak +[0-9.]+ GFLOP/s", profile["output"])
+    assert all(float(p) <= 100 for p in re.findall(r"([0-9.]+)%", profile["output"]))
+    assert results["extra_data"]["ceilings"]["attainable_gflops"] > 0
     assert "Your tiles run at" in profile["output"]
     assert results["extra_data"]["machine"]["blas_threads"] == 1
     # The instructor's own notebook (solutions in place) is a reference too: extra cells ignored.

@@ -156,9 +156,15 @@ def test_graded_students_without_timings(graded_course, tmp_path):
     assert "No data: nobody who passed <code>blocked_correct</code> has a speed figure" in html
     assert not (index.parent / PLOT_FILES["speed"]).exists()
     assert not (index.parent / PLOT_FILES["leaderboard"]).exists()
-    # 1002's matmul_numpy works, so the grader profiled it: the one plot of speed there is.
+    # 1002's matmul_naive and matmul_numpy work, so the grader profiled them: the plots of
+    # speed there are their fractions of the peak and the roofline.
     assert sorted(page.images) == sorted([PLOT_FILES["scores"], PLOT_FILES["pass_rates"],
-                                          PLOT_FILES["peak"]])
+                                          PLOT_FILES["peak"], PLOT_FILES["roofline"]])
+    fractions = {row[0]: row[1:] for row in body_rows(page.tables["peak-fractions"])}
+    assert fractions["matmul_blocked"] == ["0", "no data"]
+    assert fractions["matmul_naive"][0] == fractions["matmul_numpy"][0] == "1"
+    assert [row[0] for row in body_rows(page.tables["ceilings"])][:2] == [
+        "Theoretical peak, one core", "Attainable peak"]
     assert "similarity" not in page.tables
     assert "fewer than two submissions have answer code of their own" in html
 

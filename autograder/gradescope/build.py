@@ -39,12 +39,12 @@ from .run import CONFIG_FILE, DEFAULT_BUDGET, DEFAULT_TIME_LIMIT, TEMPLATE_DIR
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]       # the `autograder` package
 # What grading in the container imports: the runtime, the trusted runner and what they use.
-RUNTIME = ("__init__.py", "assignment.py", "files.py", "machine.py", "notebook.py",
+RUNTIME = ("__init__.py", "assignment.py", "ceilings.py", "files.py", "machine.py", "notebook.py",
            "outcomes.py", "performance.py", "sandbox.py", "timing", "trusted",
            "gradescope/__init__.py", "gradescope/notebook.py", "gradescope/results.py",
            "gradescope/run.py")
 # What the runtime imports from PyPI; the assignment adds what its notebook's given code imports.
-ENGINE_PACKAGES = ("numpy", "threadpoolctl", "nbformat")
+ENGINE_PACKAGES = ("numpy", "threadpoolctl", "nbformat", "archspec")
 PYTHON_VERSIONS = ((3, 10), (3, 11), (3, 12), (3, 13), (3, 14))
 MIN_SECRET_LINE = 16         # shorter solution lines ("return c") are too common to mean a leak
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)

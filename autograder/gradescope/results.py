@@ -7,9 +7,11 @@
   have in their notebook, run first (the hidden tests run only when it passed), so the cell
   scores exactly as it does whole.
 * A 0-point visible entry: the written answers are graded by hand, and which ones are empty.
-* A 0-point visible entry with the speed profile, when the assignment has one.
+* A 0-point visible entry with the speed profile, when the assignment has one: GFLOP/s and
+  fractions of the container's attainable peak, beside its theoretical peak, memory bandwidth
+  and caches.
 * `leaderboard`: the assignment's leaderboard figure, lower first, whenever its timing test
-  measured it; `extra_data`: the machine that graded.
+  measured it; `extra_data`: the machine that graded, and its ceilings.
 * Plain-text formatting everywhere (student text is never rendered as HTML); the grader's stdout,
   with the details of the run, stays hidden from students.
 """
@@ -117,20 +119,42 @@ def leaderboard(outcomes: dict, spec: Assignment) -> list[dict]:
     return []
 
 
+def _percent(fraction: float) -> str:
+    value = 100 * fraction
+    return f"{value:.0f}%" if value >= 10 else f"{value:.2g}%" if value >= 0.01 else "<0.01%"
+
+
 def performance_entry(perf: Performance | None, spec: Assignment) -> dict | None:
     """A visible entry without points: how close the student's code came to the machine."""
     profile = spec.profile
     if perf is None or perf.profile is None or not perf.profile.seconds or profile is None:
         return None
     focus, names = profile.focus, profile.lines()
-    lines = [f"Measured by the grader at {focus}x{focus} on this container ("
-             f"{machine.summary(machine.describe())}), inputs handed over and the result back "
-             f"as in every call it makes (a bare loop reads more GFLOP/s: compare fractions):"]
+    ceilings = perf.machine
+    lines = [f"Measured by the grader on this container ({machine.summary(machine.describe())}), "
+             f"inputs handed over and the result back as in every call it makes (a bare loop "
+             f"reads more GFLOP/s). Each fraction is of the attainable peak, so none is above "
+             f"100%:"]
+    if ceilings and ceilings.theoretical_gflops:
+        lines.append(f"  {'theoretical peak':36s} {ceilings.theoretical_gflops:9.1f} GFLOP/s  "
+                     f"{ceilings.theoretical_text()}")
+    if perf.attainable:
+        what = ceilings.attainable_text() if ceilings else "the fastest product measured here"
+        lines.append(f"  {'attainable peak':36s} {perf.attainable:9.1f} GFLOP/s  {'100%':>6s}  "
+                     f"{what}")
     for name, label in names:
-        gflops = perf.gflops(name, focus)
+        n = perf.quoted_size(name, focus)
+        gflops = perf.gflops(name, n) if n else None
         if gflops is not None:
-            lines.append(f"  {label:24s} {gflops:7.1f} GFLOP/s  "
-                         f"{perf.fraction(name, focus):6.0%} of the peak")
+            lines.append(f"  {label + f' ({n}x{n})':36s} {gflops:9.3g} GFLOP/s  "
+                         f"{_percent(perf.fraction(name, n)):>6s} of the attainable peak")
+    if ceilings:
+        if ceilings.blas_text():
+            lines.append(ceilings.blas_text())
+        lines.append(f"Memory bandwidth: {ceilings.bandwidth_gbs:.1f} GB/s, "
+                     f"{ceilings.bandwidth_text()}.")
+        if ceilings.caches_text():
+            lines.append(f"Caches: {ceilings.caches_text()}.")
     lines += ["", *explained(perf, spec), "", "Milliseconds per product:",
               "     n  " + "".join(f"{label:>24s}" for _, label in names)]
     for n in perf.profile.sizes:
@@ -162,6 +186,8 @@ def results_json(spec: Assignment, graded: list[ScoredCell], outcomes: dict, sum
     if not tests:
         results["score"] = 0.0
     results["extra_data"] = {"machine": machine.describe()}
+    if perf is not None and perf.ceilings is not None:
+        results["extra_data"]["ceilings"] = perf.ceilings.to_json()
     board = leaderboard(outcomes, spec)
     if board:
         results["leaderboard"] = board

@@ -6,7 +6,10 @@ It reads the one notebook in `<root>/submission/`, scores it with the same code 
 (`trusted.runner.run_tests`, the assignment's own `grading.py` from the bundle), and writes
 `<root>/results/results.json` (`results`). It always writes that file: for a missing or unreadable
 notebook, for a submission that crashes or hangs, when the time budget runs out (a watchdog writes
-what was graded so far), and when the grader itself fails.
+what was graded so far), and when the grader itself fails. The container's ceilings (`ceilings`:
+theoretical and attainable peak, memory bandwidth, caches) are measured in it after the tests, a
+second or two: each submission gets a container of its own, and the speed figures are fractions of
+its peak.
 
 Student code runs with the one worker policy (`trusted.launch`): in the bubblewrap sandbox when
 the container allows it, else as an unprivileged user (uid 65534) with the same limits (one
@@ -31,8 +34,8 @@ from pathlib import Path
 
 import nbformat
 
-from .. import assignment
-from ..performance import Performance
+from .. import assignment, ceilings
+from ..performance import Performance, read_ceilings
 from ..trusted import launch, remote, runner
 from .notebook import (ScoredCell, SubmissionError, find_notebook, grading_notebook,
                        read_notebook, written_answers)
@@ -126,7 +129,8 @@ class Grading:
         return dict(self.report.outcomes)
 
     def write(self, summary: list[str], missing: str) -> bool:
-        perf = Performance(self.report.profile, [asdict(s) for s in self.report.speeds])
+        perf = Performance(self.report.profile, [asdict(s) for s in self.report.speeds],
+                           read_ceilings(self.report.ceilings))
         return self.results.write(results_json(self.spec, self.graded, self.outcomes(), summary,
                                                self.elapsed(), self.answers, missing, perf))
 
@@ -178,6 +182,7 @@ class Grading:
         try:
             report = runner.run_tests(grading.nb, self.spec, launcher, self.time_limit,
                                       report=self.report)
+            self.measure_ceilings()      # after the scores: the budget goes to those first
         finally:
             timer.cancel()
         for grade_id, outcome in report.outcomes.items():
@@ -197,6 +202,18 @@ class Grading:
         summary += [*loaded, *grading.notes]
         written = self.write(summary, "not graded: the grader stopped before this test")
         log(f"results written in {self.elapsed():.1f} s: {written}")
+
+    def measure_ceilings(self) -> None:
+        """The container's ceilings, for the speed figures; grading goes on without them."""
+        if self.spec.profile is None:
+            return
+        try:
+            found = ceilings.measure()
+        except Exception as exc:  # noqa: BLE001 - figures without ceilings still read right
+            log(f"ceilings not measured: {type(exc).__name__}: {exc}")
+            return
+        self.report.ceilings = found.to_json()
+        log(f"ceilings, measured in {found.seconds:.1f} s: {ceilings.summary(found)}")
 
     def fail(self, reason: str) -> None:
         scores = ("The tests that finished count, the others score 0." if self.outcomes()

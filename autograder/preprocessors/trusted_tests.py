@@ -3,7 +3,9 @@
 It replaces the outputs of every autograded test cell with the outcome of running that cell in
 `autograder.trusted.runner` (student code in a sandboxed worker, asserts and clocks in the grader).
 nbgrader's SaveAutoGrades, which runs after it, then scores the cells from those outputs as usual:
-an error output means zero for that cell.
+an error output means zero for that cell. What grading measured of the submission's speed goes
+beside the graded notebook, with the grading machine's ceilings (`ceilings_file`, which `grade`
+measures once per machine).
 """
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ import json
 
 import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Bool, Float, Int
+from traitlets import Bool, Float, Int, Unicode
 
 from pathlib import Path
 
-from .. import assignment, performance
+from .. import assignment, ceilings, performance
 from ..notebook import grade_id, is_test_cell
 from ..trusted import launch, runner
 
@@ -27,6 +29,8 @@ class TrustedTests(NbGraderPreprocessor):
     sandbox_uid = Int(65534, help="unprivileged uid (and gid) the worker runs as").tag(config=True)
     cpu = Int(-1, help="the core tests and worker share while timing (-1: the lowest allowed)"
               ).tag(config=True)
+    ceilings_file = Unicode("", help="the grading machine's ceilings (autograder.ceilings.kept), "
+                            "saved with each submission's speed figures").tag(config=True)
 
     def launcher(self) -> launch.Launcher:
         return launch.grading_launcher(self.sandbox_uid, self.memory_bytes, self.sandbox)
@@ -39,9 +43,14 @@ class TrustedTests(NbGraderPreprocessor):
         name = resources["nbgrader"]["assignment"]
         return assignment.load(Path(coursedir.root) / coursedir.source_directory / name, name)
 
+    def machine_ceilings(self) -> dict | None:
+        found = ceilings.read(Path(self.ceilings_file)) if self.ceilings_file else None
+        return found.to_json() if found else None
+
     def preprocess(self, nb, resources):
         report = runner.run_tests(nb, self.spec(resources), self.launcher(), self.call_timeout,
-                                  cpu=None if self.cpu < 0 else self.cpu)
+                                  cpu=None if self.cpu < 0 else self.cpu,
+                                  report=runner.RunReport(ceilings=self.machine_ceilings()))
         # Beside the graded notebook (nbgrader writes resources' outputs there): what grading
         # measured of the submission's speed, for feedback and the report.
         name = f"{resources.get('unique_key', 'notebook')}{performance.SUFFIX}"

@@ -62,11 +62,14 @@ class RunReport:
     speeds: list[speed.SpeedRecord] = field(default_factory=list)
     observations: list[remote.Observation] = field(default_factory=list)
     profile: profile.Profile | None = None
+    ceilings: dict | None = None      # the grading machine's (autograder.ceilings), as JSON
 
     def performance(self) -> dict:
-        """What grading measured of the submission's speed, as saved beside the graded notebook."""
+        """What grading measured of the submission's speed, as saved beside the graded notebook,
+        with the ceilings of the machine it was measured on."""
         return {"speeds": [asdict(s) for s in self.speeds],
-                "profile": self.profile.to_json() if self.profile else None}
+                "profile": self.profile.to_json() if self.profile else None,
+                "ceilings": self.ceilings}
 
 
 def _describe_failure(exc: BaseException, load_errors: dict[str, dict]) -> tuple[str, str]:
