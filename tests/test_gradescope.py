@@ -36,8 +36,8 @@ from tests.conftest import submission
 TOP_LEVEL = {"setup.sh", "run_autograder", "requirements.txt", "autograder", "grading"}
 TEMPLATE = "grading/acceleration.ipynb"
 POINTS = {"naive_correct": 10, "naive_errors": 5, "blocked_correct": 12, "footprint_values": 8,
-          "blocked_speed": 10, "numpy_correct": 5, "backend_dispatch": 10, "backend_speed": 5,
-          "models_workloads": 15}
+          "blocked_speed": 10, "numpy_correct": 3, "numpy_speed": 2, "backend_dispatch": 10,
+          "backend_speed": 5, "models_workloads": 15}
 
 
 def _grade_id(cell) -> str:
@@ -523,8 +523,8 @@ def matmul_numpy(a, b):
     return np.zeros((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
 """,
 }
-CHEATED = {"naive_correct", "naive_errors", "numpy_correct", "backend_dispatch", "backend_speed",
-           "models_workloads"}
+CHEATED = {"naive_correct", "naive_errors", "numpy_correct", "numpy_speed", "backend_dispatch",
+           "backend_speed", "models_workloads"}
 
 
 @pytest.mark.slow

@@ -202,6 +202,35 @@ class BlockedReallyTiles(Rule):
         return None
 
 
+# Slower styles of matmul_numpy a student might write, all with right results: `calibrate` and
+# the noise benchmark check that numpy_speed fails each of them.
+TILED_NUMPY = '''
+def matmul_numpy(a, b):
+    """Python loops over 64x64 tiles, each tile product with @."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"incompatible shapes {a.shape} @ {b.shape}")
+    m, k = a.shape
+    n = b.shape[1]
+    c = np.zeros((m, n), dtype=np.result_type(a, b))
+    for i in range(0, m, 64):
+        for j in range(0, n, 64):
+            for p in range(0, k, 64):
+                c[i:i + 64, j:j + 64] += a[i:i + 64, p:p + 64] @ b[p:p + 64, j:j + 64]
+    return c
+'''
+
+TILED_BACKEND = TILED_NUMPY.replace("def matmul_numpy(a, b):", "def _tiled_product(a, b):") + '''
+
+OptimizedBackend.matmul = lambda self, a, b: _tiled_product(a, b)
+'''
+
+FLOAT64_NUMPY = '''
+def matmul_numpy(a, b):
+    """The product in float64, returned in the inputs' dtype."""
+    return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.result_type(a, b))
+'''
+
+
 # What feedback shows of each submission's speed: its naive loops against a plain triple loop
 # at 16x16 to 64x64 (at 512x512 they take some 19 s), its blocked and NumPy products against a
 # reference tiling and NumPy's own product called the same way, from 64x64 to 512x512.
@@ -282,8 +311,12 @@ ASSIGNMENT = Assignment(
         "blocked_vs_numpy_256": "matmul_blocked time ÷ NumPy time, 256×256",
         "blocked_speedup_over_naive_64": "triple-loop time ÷ matmul_blocked time, 64×64",
         "blocked_vs_reference_256": "matmul_blocked time ÷ reference tiled time, 256×256",
+        "numpy_vs_np_matmul_256": "matmul_numpy time ÷ np.matmul time, 256×256",
+        "numpy_vs_np_matmul_512": "matmul_numpy time ÷ np.matmul time, 512×384 @ 384×448",
         "backend_overhead_128": "matmul time ÷ matmul_numpy time, 128×128",
         "backend_overhead_256": "matmul time ÷ matmul_numpy time, 256×256",
+        "backend_vs_np_matmul_256": "matmul time ÷ np.matmul time, 256×256",
+        "backend_vs_np_matmul_512": "matmul time ÷ np.matmul time, 512×384 @ 384×448",
     },
     leaderboard=Leaderboard(
         timing="blocked_vs_numpy_256", title="Blocked vs NumPy (lower is faster)",
@@ -296,7 +329,14 @@ ASSIGNMENT = Assignment(
     explain=explain,
     dispatch_log="_backend",
     calibration=(SlowVariant("blocked_speed", "blocked_impl", "matmul_blocked"),
-                 SlowVariant("backend_speed", "backend_impl", "OptimizedBackend.matmul")),
+                 SlowVariant("backend_speed", "backend_impl", "OptimizedBackend.matmul"),
+                 SlowVariant("numpy_speed", "numpy_impl", "matmul_numpy"),
+                 SlowVariant("numpy_speed", "numpy_impl", "matmul_numpy", TILED_NUMPY,
+                             "matmul_numpy as Python-looped 64x64 tiles"),
+                 SlowVariant("numpy_speed", "numpy_impl", "matmul_numpy", FLOAT64_NUMPY,
+                             "matmul_numpy through float64 and back"),
+                 SlowVariant("backend_speed", "backend_impl", "OptimizedBackend.matmul",
+                             TILED_BACKEND, "a backend whose fast path is Python-looped tiles")),
     demo=(DemoStudent("lovelaceada", "1001", ("naive", "blocked", "footprint", "numpy",
                                               "backend", "models", "spectrum", "question")),
           DemoStudent("hoppergrace", "1002", ("naive", "numpy", "footprint")),
