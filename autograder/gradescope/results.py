@@ -131,22 +131,26 @@ def performance_entry(perf: Performance | None, spec: Assignment) -> dict | None
         return None
     focus, names = profile.focus, profile.lines()
     ceilings = perf.machine
+    quoted = {name: perf.quoted_size(name, focus) for name, _ in names}
+    width = max([len("theoretical peak"), *(len(f"{label} ({n}x{n})") for name, label in names
+                                            if (n := quoted[name]))]) + 1
+    columns = [max(10, len(label) + 2) for _, label in names]
     lines = [f"Measured by the grader on this container ({machine.summary(machine.describe())}), "
              f"inputs handed over and the result back as in every call it makes (a bare loop "
              f"reads more GFLOP/s). Each fraction is of the attainable peak, so none is above "
              f"100%:"]
     if ceilings and ceilings.theoretical_gflops:
-        lines.append(f"  {'theoretical peak':36s} {ceilings.theoretical_gflops:9.1f} GFLOP/s  "
+        lines.append(f"  {'theoretical peak':{width}s} {ceilings.theoretical_gflops:9.1f} GFLOP/s  "
                      f"{ceilings.theoretical_text()}")
     if perf.attainable:
         what = ceilings.attainable_text() if ceilings else "the fastest product measured here"
-        lines.append(f"  {'attainable peak':36s} {perf.attainable:9.1f} GFLOP/s  {'100%':>6s}  "
+        lines.append(f"  {'attainable peak':{width}s} {perf.attainable:9.1f} GFLOP/s  {'100%':>6s}  "
                      f"{what}")
     for name, label in names:
-        n = perf.quoted_size(name, focus)
+        n = quoted[name]
         gflops = perf.gflops(name, n) if n else None
         if gflops is not None:
-            lines.append(f"  {label + f' ({n}x{n})':36s} {gflops:9.3g} GFLOP/s  "
+            lines.append(f"  {label + f' ({n}x{n})':{width}s} {gflops:9.3g} GFLOP/s  "
                          f"{_percent(perf.fraction(name, n)):>6s} of the attainable peak")
     if ceilings:
         if ceilings.blas_text():
@@ -156,11 +160,11 @@ def performance_entry(perf: Performance | None, spec: Assignment) -> dict | None
         if ceilings.caches_text():
             lines.append(f"Caches: {ceilings.caches_text()}.")
     lines += ["", *explained(perf, spec), "", "Milliseconds per product:",
-              "     n  " + "".join(f"{label:>24s}" for _, label in names)]
+              "     n" + "".join(f"{label:>{w}s}" for (_, label), w in zip(names, columns))]
     for n in perf.profile.sizes:
         cells = [perf.profile.seconds.get(name, {}).get(n) for name, _ in names]
-        lines.append(f"  {n:4d}  " + "".join(f"{s * 1e3:24.3f}" if s else f"{'-':>24s}"
-                                            for s in cells))
+        lines.append(f"  {n:4d}" + "".join(f"{s * 1e3:{w}.3f}" if s else f"{'-':>{w}s}"
+                                          for s, w in zip(cells, columns)))
     return {"name": "How close to the machine (no points)", "score": 0.0, "max_score": 0.0,
             "output": "\n".join(lines), "visibility": "visible"}
 
