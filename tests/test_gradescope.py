@@ -574,7 +574,7 @@ def test_the_watchdog_reports_what_was_graded_when_time_runs_out(gradescope_home
         '    """Two-layer MLP: relu(x @ w1) @ w2, both products through matmul()."""\n'
         '    while True:\n        pass\n', 1)
     assert "while True" in models
-    budget = 30
+    budget = 50   # every test before the models' takes about 35 s on a busy 2-core machine
     started = time.monotonic()
     results, stdout = run_autograder(gradescope_home,
                                      submission(scratch_course, edits={"models_impl": models}),
