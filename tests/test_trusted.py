@@ -43,7 +43,7 @@ def failed(report: runner.RunReport) -> dict[str, str]:
 def test_reference_passes_everything():
     report = run()
     assert failed(report) == {} and report.violations == {}
-    assert len(report.outcomes) == 9
+    assert len(report.outcomes) == 10
 
 
 # Cheats --------------------------------------------------------------------------------------
@@ -78,7 +78,9 @@ def test_a_version_that_calls_a_library_product_loses_its_points(edits, lost, sa
 def test_slow_but_correct_loses_only_the_speed_points():
     for name, (edits, must_fail) in calibrate.variants(COURSE, factor=3).items():
         if must_fail:
-            assert set(failed(run(edits))) == {must_fail}, name
+            # a slow matmul_numpy is a slow fast path: the backend's np.matmul timing fails too
+            also = {"backend_speed"} if must_fail == "numpy_speed" else set()
+            assert set(failed(run(edits))) == {must_fail} | also, name
 
 
 def test_wrong_but_fast_earns_nothing_for_speed():
