@@ -31,6 +31,8 @@ from pathlib import Path
 
 from . import machine
 from .files import write_atomic
+from .timing import measure as sampling
+from .timing import stats
 
 VERSION = 1                                 # of the kept file: another version is measured anew
 ATTAINABLE_SIZES = (64, 128, 256, 512, 1024)
@@ -369,13 +371,6 @@ def _bytes_text(size: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------------------------
-def _blas() -> dict:
-    import numpy  # noqa: F401 - threadpoolctl lists the libraries loaded: NumPy's BLAS first
-    from threadpoolctl import threadpool_info
-
-    return next((i for i in threadpool_info() if i.get("user_api") == "blas"), {})
-
-
 @contextlib.contextmanager
 def _on_one_core():
     """Run the calling thread on one core while measuring, as grading's timing does."""
@@ -402,23 +397,11 @@ def attainable(sizes=ATTAINABLE_SIZES, samples: int = SAMPLES) -> dict[int, floa
         for n in sizes:
             a = rng.standard_normal((n, n), dtype=np.float32)
             b = rng.standard_normal((n, n), dtype=np.float32)
-            out = np.empty((n, n), dtype=np.float32)
-            np.matmul(a, b, out=out)
-            calls = 1
-            while True:
-                start = time.thread_time()
-                for _ in range(calls):
-                    np.matmul(a, b, out=out)
-                spent = time.thread_time() - start
-                if spent >= MIN_SAMPLE or calls >= 1 << 16:
-                    break
-                calls *= 4
-            best = spent / calls
-            for _ in range(samples - 1):
-                start = time.thread_time()
-                for _ in range(calls):
-                    np.matmul(a, b, out=out)
-                best = min(best, (time.thread_time() - start) / calls)
+            sampler = sampling.local_sampler(np.matmul, (a, b),
+                                            {"out": np.empty((n, n), dtype=np.float32)},
+                                            clock=time.thread_time)
+            best = stats.best(sampling.interleaved({"matmul": sampler}, rounds=samples,
+                                                  min_sample=MIN_SAMPLE).samples["matmul"])
             if best > 0:
                 found[n] = 2.0 * n ** 3 / best / 1e9
     return found
@@ -433,15 +416,13 @@ def triad(array_bytes: int, samples: int = TRIAD_SAMPLES) -> float:
     a = np.zeros(n)
     b = np.full(n, 1.5)
     c = np.full(n, 2.5)
-    scalar = 3.0
-    np.multiply(c, scalar, out=a)
-    np.add(a, b, out=a)
-    best = math.inf
-    for _ in range(samples):
-        start = time.thread_time()
-        np.multiply(c, scalar, out=a)
+    def once():
+        np.multiply(c, 3.0, out=a)
         np.add(a, b, out=a)
-        best = min(best, time.thread_time() - start)
+
+    sampler = sampling.local_sampler(once, clock=time.thread_time)
+    sampler(1)   # first touch of every page of a
+    best = min(sampler(1) for _ in range(samples))
     return TRIAD_ARRAYS_MOVED * n * 8 / best / 1e9 if best > 0 else 0.0
 
 
@@ -631,7 +612,7 @@ def measure() -> Ceilings:
     started = time.monotonic()
     processor = host_processor()
     found = from_parts(processor, clock(_cpufreq_max(), processor.model_name, processor.cpu_mhz,
-                                        processor.hypervisor), _blas())
+                                        processor.hypervisor), machine.blas_library())
     found.caches = [asdict(c) for c in caches()]
     found.threads_per_core = _threads_per_core()
     description = machine.describe()
@@ -671,10 +652,8 @@ def kept(folder: Path) -> tuple[Ceilings, Path, bool]:
     """(ceilings, their file, whether they were measured now): this machine's ceilings as kept in
     `folder/<machine fingerprint>.json`, measured and written there when there are none yet."""
     path = kept_path(folder)
-    try:
-        return Ceilings.from_json(json.loads(path.read_text())), path, False
-    except (OSError, ValueError, TypeError):
-        pass
+    if (found := read(path)) is not None:
+        return found, path, False
     found = measure()
     write_atomic(path, json.dumps(found.to_json(), indent=1), make_folder=True)
     return found, path, True

@@ -26,6 +26,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def blas_library() -> dict:
+    """threadpoolctl's record of the BLAS NumPy loaded ({} when it finds none)."""
+    import numpy  # noqa: F401 - threadpoolctl lists the libraries loaded: NumPy's BLAS first
+    from threadpoolctl import threadpool_info
+
+    return next((info for info in threadpool_info() if info.get("user_api") == "blas"), {})
+
+
 @functools.lru_cache(maxsize=1)
 def describe() -> dict:
     """CPU model, cores, BLAS library and the threads grading gives it, NumPy and Python versions.
@@ -34,9 +42,8 @@ def describe() -> dict:
     `blas` names the library NumPy loaded (threadpoolctl), as found in this process.
     """
     import numpy as np
-    from threadpoolctl import threadpool_info
 
-    blas = next((info for info in threadpool_info() if info.get("user_api") == "blas"), {})
+    blas = blas_library()
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count() or 1,
