@@ -191,6 +191,9 @@ def test_the_graded_notebook_shows_what_the_student_measured(graded_course):
     runs = [_spectrum(_unsandboxed_run(submitted)) for _ in range(2)]
     plain = {key: min(run[key] for run in runs) for key in runs[0]}
     assert sandboxed.keys() == plain.keys() and len(sandboxed) == 5 + 7 + 7
+    # Within 2x, or within 20 us: a NumPy product at 64x64 takes a few microseconds, and one
+    # plain run read 6.7 us where the sandbox read 3.3 us (a preempted sample, not a distortion).
     far = {key: (sandboxed[key], plain[key]) for key in plain
-           if not 0.5 <= sandboxed[key] / plain[key] <= 2}
+           if not 0.5 <= sandboxed[key] / plain[key] <= 2
+           and abs(sandboxed[key] - plain[key]) > 0.02}
     assert far == {}, f"spectrum figures (ms) more than 2x from an unsandboxed run: {far}"

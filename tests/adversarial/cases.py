@@ -26,7 +26,7 @@ import nbformat
 from autograder.course import REPO_ROOT, Course
 from autograder.submissions import ALL, reference_answers
 from tests.conftest import submission
-from tests.variants import CHECK_SHAPES, SIX_TIMES, code, python_tiles
+from tests.variants import CHECK_SHAPES, TEN_TIMES, code, python_tiles
 
 # Autograded test cells and their points, as the assignment defines them (checked against the
 # source notebook by the tests).
@@ -130,7 +130,7 @@ LAZY_NAIVE = code('''
 ''')
 
 def _slow_blocked(ctx: Context) -> str:
-    return _answers(ctx)["blocked_impl"] + "\n\n" + SIX_TIMES + "\n\nmatmul_blocked = _six_times\n"
+    return _answers(ctx)["blocked_impl"] + "\n\n" + TEN_TIMES + "\n\nmatmul_blocked = _ten_times\n"
 
 
 # The notebook's helpers, rewritten to pass whatever they are given.
@@ -745,10 +745,10 @@ def memoizes_a_slow_blocked(ctx: Context):
             key = (id(a), id(b), block_size)
             entry = _memo.get(key)
             if entry is None or entry[0] is not a or entry[1] is not b:
-                entry = _memo[key] = (a, b, _six_times(a, b, block_size))
+                entry = _memo[key] = (a, b, _ten_times(a, b, block_size))
             return entry[2]
     ''')
-    return _edited(ctx, blocked_impl=_answers(ctx)["blocked_impl"] + "\n\n" + SIX_TIMES
+    return _edited(ctx, blocked_impl=_answers(ctx)["blocked_impl"] + "\n\n" + TEN_TIMES
                    + "\n\n" + memo)
 
 
@@ -797,7 +797,7 @@ def hides_cpu_time_in_threads(ctx: Context):
 
             def work():
                 try:
-                    box.append((True, _six_times(a, b, block_size)))
+                    box.append((True, _ten_times(a, b, block_size)))
                 except BaseException as exc:
                     box.append((False, exc))
 
@@ -809,7 +809,7 @@ def hides_cpu_time_in_threads(ctx: Context):
                 raise value
             return value
     ''')
-    return _edited(ctx, blocked_impl=_answers(ctx)["blocked_impl"] + "\n\n" + SIX_TIMES
+    return _edited(ctx, blocked_impl=_answers(ctx)["blocked_impl"] + "\n\n" + TEN_TIMES
                    + "\n\n" + threaded)
 
 
@@ -915,14 +915,14 @@ def works_in_another_process(ctx: Context):
 
 
 def inspects_its_caller(ctx: Context):
-    return _blocked(ctx, SIX_TIMES, code('''
+    return _blocked(ctx, TEN_TIMES, code('''
         import sys as _sys
 
         _last = {}
 
 
         def matmul_blocked(a, b, block_size=64):
-            """Six times too slow, except when the frames above show a batch of calls (a timing
+            """Ten times too slow, except when the frames above show a batch of calls (a timing
             loop): then the last result of that shape, at once."""
             _check_shapes(a, b)
             frame = _sys._getframe(1)
@@ -932,40 +932,40 @@ def inspects_its_caller(ctx: Context):
                         and a.shape in _last:
                     return _last[a.shape]
                 frame = frame.f_back
-            _last[a.shape] = _six_times(a, b, block_size)
+            _last[a.shape] = _ten_times(a, b, block_size)
             return _last[a.shape]
     '''))
 
 
 def caches_by_content(ctx: Context):
-    return _blocked(ctx, SIX_TIMES, code('''
+    return _blocked(ctx, TEN_TIMES, code('''
         import hashlib as _hashlib
 
         _cache = {}
 
 
         def matmul_blocked(a, b, block_size=64):
-            """Six times too slow, with results cached by a hash of the inputs' bytes."""
+            """Ten times too slow, with results cached by a hash of the inputs' bytes."""
             _check_shapes(a, b)
             key = _hashlib.sha1(np.ascontiguousarray(a).tobytes()
                                 + np.ascontiguousarray(b).tobytes()).hexdigest() + str(block_size)
             if key not in _cache:
-                _cache[key] = _six_times(a, b, block_size)
+                _cache[key] = _ten_times(a, b, block_size)
             return _cache[key]
     '''))
 
 
 def returns_views_of_an_earlier_result(ctx: Context):
-    return _blocked(ctx, SIX_TIMES, code('''
+    return _blocked(ctx, TEN_TIMES, code('''
         _buffers = {}
 
 
         def matmul_blocked(a, b, block_size=64):
-            """Six times too slow the first time for each shape; then a view of that result."""
+            """Ten times too slow the first time for each shape; then a view of that result."""
             _check_shapes(a, b)
             shape = (a.shape[0], b.shape[1])
             if shape not in _buffers:
-                _buffers[shape] = _six_times(a, b, block_size)
+                _buffers[shape] = _ten_times(a, b, block_size)
             return _buffers[shape][:, :]
     '''))
 
@@ -1024,7 +1024,7 @@ CASES = [
           {"naive_correct", "models_workloads"}),
     _case(redefines_helpers_in_answer_cell,
           "check_matmul, expect_error, speed_ratio, dispatched_ops, report_timing redefined in "
-          "an answer cell, with a naive that computes nothing and a blocked 6x too slow",
+          "an answer cell, with a naive that computes nothing and a blocked 10x too slow",
           {"naive_correct", "naive_errors", "blocked_speed"}),
     _case(redefines_helpers_in_extra_cell,
           "the same fake helpers in an extra cell inserted after the naive answer",
@@ -1034,7 +1034,7 @@ CASES = [
           "a later one, with a matmul_numpy that returns zeros",
           {*NUMPY, *BACKEND_AND_MODELS}),
     _case(patches_clocks,
-          "time.process_time/perf_counter/thread_time frozen, with a blocked 6x too slow",
+          "time.process_time/perf_counter/thread_time frozen, with a blocked 10x too slow",
           {"blocked_speed"}),
     _case(silences_tracebacks,
           "sys.excepthook, traceback printing and IPython's showtraceback silenced, with a naive "
@@ -1127,11 +1127,11 @@ CASES = [
           {*NUMPY, *BACKEND_AND_MODELS},
           messages={"numpy_correct": "ModuleNotFoundError"}),
     _case(memoizes_a_slow_blocked,
-          "a blocked 6x too slow that caches its result per input object, so the timed repeats "
+          "a blocked 10x too slow that caches its result per input object, so the timed repeats "
           "of one input are free",
           {"blocked_speed"}),
     _case(patches_the_worker_protocol,
-          "a blocked 6x too slow whose cell finds the worker's session on the stack and answers "
+          "a blocked 10x too slow whose cell finds the worker's session on the stack and answers "
           "every batch of calls of matmul_blocked with the last single result",
           {"blocked_speed"}, messages={"blocked_speed": "slower than"}),
     _case(tiles_only_small_blocks,
@@ -1159,14 +1159,14 @@ CASES = [
           {"blocked_correct", "blocked_speed"},
           messages={"blocked_correct": "Resource temporarily unavailable"}),
     _case(inspects_its_caller,
-          "a blocked 6x too slow that looks up its callers' frames and answers the calls of a "
+          "a blocked 10x too slow that looks up its callers' frames and answers the calls of a "
           "batch (a timing loop) with its last result",
           {"blocked_speed"}, messages={"blocked_speed": "slower than"}),
     _case(caches_by_content,
-          "a blocked 6x too slow that caches its results by a hash of the inputs' bytes",
+          "a blocked 10x too slow that caches its results by a hash of the inputs' bytes",
           {"blocked_speed"}, messages={"blocked_speed": "slower than"}),
     _case(returns_views_of_an_earlier_result,
-          "a blocked 6x too slow that answers every later call of a shape with a view of its "
+          "a blocked 10x too slow that answers every later call of a shape with a view of its "
           "first result",
           {"blocked_speed"}, messages={"blocked_speed": "wrong result in a timed call"}),
     _case(tiles_its_numpy_product,
@@ -1188,7 +1188,7 @@ CASES = [
           {"backend_speed"},
           messages={"backend_speed": "as long as matmul_numpy at 128x128"}),
     _case(hides_cpu_time_in_threads,
-          "a blocked 6x too slow that does its work in a short-lived thread (the worker may not "
+          "a blocked 10x too slow that does its work in a short-lived thread (the worker may not "
           "start threads, so the call fails)",
           {"blocked_correct", "blocked_speed"}),
 ]
