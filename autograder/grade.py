@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ceilings, machine
+from . import ceilings, machine, uids
 from .assignment import SPEC_FILE
 from .course import REPO_ROOT, Course, CourseError, tool_environment
 from .gradebook import open_gradebook
@@ -121,6 +121,7 @@ class BatchResult:
     graded: list[GradingRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)   # student -> why it was graded
+    sandbox_uids: list[int] = field(default_factory=list)    # the uids its jobs leased
 
 
 def fingerprint(course: Course, student: str) -> str:
@@ -244,24 +245,15 @@ class AutogradeWorker:
         return Status.FAILED, _failure_reason(reply["log"])
 
 
-# Job N runs its kernel as uid 61000+2N and its worker as 61000+2N+1: process limits are per uid.
-SANDBOX_UID_BASE = 61000
-
-
-def sandbox_uids(job: int) -> tuple[int, int]:
-    """The uids job N runs its student kernel and its student-code worker as."""
-    return SANDBOX_UID_BASE + 2 * job, SANDBOX_UID_BASE + 2 * job + 1
-
-
 def machine_ceilings(course: Course) -> tuple[ceilings.Ceilings, Path, bool]:
     """This machine's ceilings as the course keeps them (measured on first use)."""
     return ceilings.kept(records_dir(course) / MACHINES)
 
 
-def _overrides(time_limit: float | None, sandboxed: bool, job: int,
-               ceilings_file: Path | None = None) -> dict:
-    """nbgrader config for one autograde worker."""
-    kernel_uid, worker_uid = sandbox_uids(job)
+def _overrides(time_limit: float | None, sandboxed: bool, job: int, kernel_uid: int,
+               worker_uid: int, ceilings_file: Path | None = None) -> dict:
+    """nbgrader config for one autograde worker: its kernel and its student-code worker run as
+    uids of their own (process limits are per uid)."""
     config: dict = {
         "SandboxedExecute": {"sandbox": sandboxed, "sandbox_uid": kernel_uid},
         "TrustedTests": {"sandbox": sandboxed, "sandbox_uid": worker_uid,
@@ -332,8 +324,13 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
         todo_queue.put(student)
     done: queue.Queue = queue.Queue()
 
+    leases = [uids.UidLease(2) for _ in range(jobs)]
+    result.sandbox_uids = [uid for lease in leases for uid in lease.uids]
+
     def work(number: int) -> None:
-        worker = AutogradeWorker(course, _overrides(time_limit, sandboxed, number, machine_file),
+        kernel_uid, worker_uid = leases[number].uids
+        worker = AutogradeWorker(course, _overrides(time_limit, sandboxed, number, kernel_uid,
+                                                    worker_uid, machine_file),
                                  records_dir(course) / "logs" / f"worker-{number}.log")
         try:
             while True:
@@ -347,6 +344,7 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
                     done.put(exc)
         finally:
             worker.stop()
+            leases[number].release()
 
     threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(jobs)]
     for thread in threads:

@@ -27,7 +27,7 @@ import pytest
 
 from autograder.course import REPO_ROOT, Course
 from autograder.feedback import feedback_path, write_feedback
-from autograder.grade import BatchResult, grade_batch, sandbox_uids, summary_line
+from autograder.grade import BatchResult, grade_batch, summary_line
 from autograder.gradebook import open_gradebook
 from autograder.notebook import distinctive, region_lines
 from autograder.release import ensure_gradebook
@@ -80,9 +80,10 @@ class Corpus:
     host_connections: int = 0
 
 
-def _sandbox_processes() -> list[str]:
+def _sandbox_processes(batch: BatchResult) -> list[str]:
     """Processes still running as one of the batch's sandbox uids."""
-    return processes_of(*(uid for job in range(JOBS) for uid in sandbox_uids(job)))
+    assert len(batch.sandbox_uids) == 2 * JOBS, batch.sandbox_uids
+    return processes_of(*batch.sandbox_uids)
 
 
 def _accepted_connections(listener: socket.socket) -> int:
@@ -138,9 +139,9 @@ def corpus(tmp_path_factory, request) -> Corpus:
             wall = time.monotonic() - started
         write_feedback(course)
         deadline = time.monotonic() + 15
-        while _sandbox_processes() and time.monotonic() < deadline:
+        while _sandbox_processes(batch) and time.monotonic() < deadline:
             time.sleep(0.2)
-        leftovers = _sandbox_processes()
+        leftovers = _sandbox_processes(batch)
         connections = _accepted_connections(listener)
     finally:
         listener.close()
