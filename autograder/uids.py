@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import tempfile
 from pathlib import Path
 
 FIRST, LAST = 61000, 61999       # uids no account uses on a Debian-like host (see uids_in_use)
 LOCK_DIR = Path(os.environ.get("AUTOGRADER_UID_LOCKS", "/run/lock/autograder-uids"))
+# Where a grader that may not write /run/lock (not root: it then grades with --no-sandbox) leases.
+FALLBACK_DIR = Path(tempfile.gettempdir()) / f"autograder-uids-{os.geteuid()}"
 
 
 class NoFreeUid(RuntimeError):
@@ -37,7 +40,17 @@ class UidLease:
     """`count` consecutive uids held for this process until `release()` (or its exit)."""
 
     def __init__(self, count: int = 1, lock_dir: Path = LOCK_DIR):
-        lock_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+            probe = self._try_lock(lock_dir / f"{FIRST}.lock")
+        except PermissionError:
+            if lock_dir != LOCK_DIR:
+                raise
+            lock_dir = FALLBACK_DIR
+            lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        else:
+            if probe is not None:
+                os.close(probe)
         busy = _running_uids()
         for first in range(FIRST, LAST - count + 2, count):
             held = []
