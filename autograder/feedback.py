@@ -215,6 +215,7 @@ def render(result: StudentResult, spec: Assignment) -> str:
     perf = result.performance
     return _template().render(
         r=result, fmt=format_points, late=late, spec=spec, perf=perf, percent=percent,
+        pending=result.pending_parts(),
         library=LIBRARY,
         plot=speed_plot(perf, spec), roofline=data_uri(student_roofline(perf, spec)),
         roofline_caption=ROOFLINE_CAPTION, focus=spec.profile.focus if spec.profile else None,

@@ -84,6 +84,10 @@ class StudentResult:
             entry[1] += item.max_score
         return {part: (s, m) for part, (s, m) in totals.items()}
 
+    def pending_parts(self) -> set[str]:
+        """Parts with a written answer no grader has scored yet: their totals are not final."""
+        return {part_of(a.grade_id) for a in self.answers if a.score is None}
+
     def timing(self, name: str) -> Timing | None:
         return next((t for t in self.timings if t.name == name), None)
 
@@ -129,7 +133,8 @@ def load_student(course: Course, gb, student: str, order: dict[str, int]) -> Stu
         submission = gb.find_submission(course.assignment, student)
     except MissingEntry:
         return result
-    result.timestamp = submission.timestamp.isoformat(sep=" ") if submission.timestamp else ""
+    result.timestamp = (submission.timestamp.isoformat(sep=" ", timespec="seconds")
+                        if submission.timestamp else "")
     result.seconds_late = float(submission.total_seconds_late or 0)
     result.late_penalty = float(submission.late_submission_penalty or 0)
     result.score = float(submission.score) - result.late_penalty

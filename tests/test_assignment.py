@@ -110,9 +110,18 @@ def test_every_stub_raises_not_implemented():
         assert name.split(".")[0] in namespace
 
 
-def test_spectrum_stub_raises_not_implemented():
-    cell = next(c for c in _release_nb().cells if _nbgrader(c).get("grade_id") == "spectrum_plot")
-    assert re.search(r"^raise NotImplementedError\(\)$", cell.source, re.M), cell.source
+def test_the_ungraded_spectrum_left_blank_does_not_stop_run_all():
+    """Run All on the release as a student has it: the blank spectrum cell says it is not done
+    instead of raising, so the cells of Parts 4 and 5 after it still run."""
+    from nbclient import NotebookClient
+
+    nb = _release_nb()
+    cell = next(c for c in nb.cells if _nbgrader(c).get("grade_id") == "spectrum_plot")
+    assert re.search(r"^    raise NotImplementedError\(\)$", cell.source, re.M), cell.source
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    outputs = cell.outputs
+    assert [o for o in outputs if o.get("output_type") == "error"] == []
+    assert "The spectrum is not measured yet" in "".join(o.get("text", "") for o in outputs)
 
 
 def test_reference_full_marks_blank_zero(graded_course):

@@ -135,7 +135,7 @@ def _slow_blocked(ctx: Context) -> str:
 
 # The notebook's helpers, rewritten to pass whatever they are given.
 FAKE_HELPERS = code('''
-    def check_matmul(result, a, b, call, dtype=None, atol=None):
+    def check_matmul(result, a, b, call, dtype=None, atol=None, block_size=None):
         return None
 
 
@@ -298,7 +298,7 @@ def deletes_and_redefines_a_helper(ctx: Context):
             return np.zeros((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
 
 
-        def check_matmul(result, a, b, call, dtype=None, atol=None):
+        def check_matmul(result, a, b, call, dtype=None, atol=None, block_size=None):
             return None
     ''')
     return _edited(ctx, naive_impl=answers["naive_impl"] + "\n\ndel check_matmul\n",
