@@ -52,6 +52,10 @@ c.TrustedTests.call_timeout = 60
 # nbgrader only expects mark schemes in task cells, hence this switch.
 c.ClearMarkScheme.enforce_metadata = False
 
+# `nbgrader validate` cuts each line of a failure at this width; the tests' messages (what was
+# called, what came back, where to look) run to about 350 characters.
+c.Validator.width = 400
+
 # Keep graded notebooks small whatever a submission prints.
 c.LimitOutput.max_lines = 200
 c.LimitOutput.max_traceback = 60

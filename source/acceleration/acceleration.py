@@ -37,8 +37,15 @@
 # busy laptop does not fail you. Do not rename the functions or change their signatures, and do not
 # start threads or processes in them: the grader runs your code in a single-threaded sandbox.
 #
-# **Numbers in this notebook** were measured on a 2-core x86-64 grading machine with one BLAS
-# thread. Yours will differ; the ratios should not differ by much.
+# **Numbers in this notebook** were measured on the grading machine (an AMD EPYC server core,
+# x86-64, one BLAS thread). Yours will differ; the ratios should not differ by much.
+#
+# **Before you submit**: *Kernel > Restart Kernel and Run All Cells*, then read the message under
+# every failing test cell: it says what was called, what came back and where to look. The
+# *Validate* button and `nbgrader validate` list the failing cells too, but cut every line at 90
+# characters; for whole messages run `nbgrader validate acceleration.ipynb --Validator.width=400`
+# in the assignment's folder. A written answer still reading *YOUR ANSWER HERE* is listed as
+# "You did not provide a response"; the four questions are under *ML systems thinking*.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import time
@@ -402,18 +409,18 @@ error = expect_error(ValueError, matmul_naive, random_matrix(2, 3), random_matri
 assert "(2, 3)" in str(error), (
     f"the ValueError should show both shapes, e.g. 'incompatible shapes (2, 3) @ (2, 3)'; "
     f"its message was: {error}")
-expect_error(ValueError, matmul_naive, random_matrix(2, 2), np.ones(2, dtype=np.float32),
-             call="matmul_naive(2x2, 1-D vector)")
+error = expect_error(ValueError, matmul_naive, random_matrix(2, 2), np.ones(2, dtype=np.float32),
+                     call="matmul_naive(2x2, 1-D vector)")
 
 ### BEGIN HIDDEN TESTS
 error = expect_error(ValueError, matmul_naive, random_matrix(3, 4), random_matrix(5, 2),
                      call="matmul_naive(3x4, 5x2)")
 assert "(3, 4)" in str(error) and "(5, 2)" in str(error), (
     f"the ValueError should show both shapes (3, 4) and (5, 2); its message was: {error}")
-expect_error(ValueError, matmul_naive, np.ones(3, dtype=np.float32), random_matrix(3, 2),
-             call="matmul_naive(1-D vector, 3x2)")
-expect_error(ValueError, matmul_naive, random_matrix(2, 2), np.ones((2, 2, 2)),
-             call="matmul_naive(2x2, 2x2x2)")
+error = expect_error(ValueError, matmul_naive, np.ones(3, dtype=np.float32), random_matrix(3, 2),
+                     call="matmul_naive(1-D vector, 3x2)")
+error = expect_error(ValueError, matmul_naive, random_matrix(2, 2), np.ones((2, 2, 2)),
+                     call="matmul_naive(2x2, 2x2x2)")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -594,8 +601,8 @@ error = expect_error(ValueError, matmul_blocked, random_matrix(3, 5), random_mat
                      call="matmul_blocked(3x5, 4x2)")
 assert "(3, 5)" in str(error) and "(4, 2)" in str(error), (
     f"the ValueError should show both shapes (3, 5) and (4, 2); its message was: {error}")
-expect_error(ValueError, matmul_blocked, random_matrix(3, 3), np.ones((3, 3, 3)),
-             call="matmul_blocked(3x3, 3x3x3)")
+error = expect_error(ValueError, matmul_blocked, random_matrix(3, 3), np.ones((3, 3, 3)),
+                     call="matmul_blocked(3x3, 3x3x3)")
 
 ### BEGIN HIDDEN TESTS
 cases = [
@@ -623,8 +630,8 @@ error = expect_error(ValueError, matmul_blocked, random_matrix(4, 6), random_mat
                      call="matmul_blocked(4x6, 5x4)")
 assert "(4, 6)" in str(error) and "(5, 4)" in str(error), (
     f"the ValueError should show both shapes (4, 6) and (5, 4); its message was: {error}")
-expect_error(ValueError, matmul_blocked, np.ones(4, dtype=np.float32), random_matrix(4, 4),
-             call="matmul_blocked(1-D vector, 4x4)")
+error = expect_error(ValueError, matmul_blocked, np.ones(4, dtype=np.float32), random_matrix(4, 4),
+                     call="matmul_blocked(1-D vector, 4x4)")
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "footprint_values", "locked": true, "points": 8, "schema_version": 3, "solution": false, "task": false}
@@ -751,8 +758,8 @@ check_matmul(matmul_numpy(a, b), a, b, "matmul_numpy(50x40, 40x30)")
 a, b = random_matrix(4, 3, dtype=np.float64), random_matrix(3, 2, seed=3, dtype=np.float64)
 check_matmul(matmul_numpy(a, b), a, b, "matmul_numpy on float64 inputs (4x3, 3x2)",
              dtype=np.float64)
-expect_error(ValueError, matmul_numpy, random_matrix(2, 3), random_matrix(2, 3),
-             call="matmul_numpy(2x3, 2x3)")
+error = expect_error(ValueError, matmul_numpy, random_matrix(2, 3), random_matrix(2, 3),
+                     call="matmul_numpy(2x3, 2x3)")
 
 ### BEGIN HIDDEN TESTS
 for (m, k, n) in [(1, 64, 1), (64, 1, 64), (1, 3, 200), (300, 200, 100)]:
@@ -760,8 +767,8 @@ for (m, k, n) in [(1, 64, 1), (64, 1, 64), (1, 3, 200), (300, 200, 100)]:
     check_matmul(matmul_numpy(a, b), a, b, f"matmul_numpy({m}x{k}, {k}x{n})")
 a, b = random_matrix(6, 5, dtype=np.float64), random_matrix(5, 4, dtype=np.float64)
 check_matmul(matmul_numpy(a, b), a, b, "matmul_numpy on float64 inputs", dtype=np.float64)
-expect_error(ValueError, matmul_numpy, random_matrix(3, 4), random_matrix(5, 2),
-             call="matmul_numpy(3x4, 5x2)")
+error = expect_error(ValueError, matmul_numpy, random_matrix(3, 4), random_matrix(5, 2),
+                     call="matmul_numpy(3x4, 5x2)")
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "numpy_speed", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
@@ -910,8 +917,8 @@ error = expect_error(NotImplementedError, OptimizedBackend().dispatch, "conv2d",
                      call='OptimizedBackend().dispatch("conv2d", a, b)')
 assert "conv2d" in str(error), (
     f"the NotImplementedError for an unknown op should name it ('conv2d'); its message was: {error}")
-expect_error(NotImplementedError, OptimizedBackend().dispatch, "Matmul", a, b,
-             call='OptimizedBackend().dispatch("Matmul", a, b) (ops are compared exactly)')
+error = expect_error(NotImplementedError, OptimizedBackend().dispatch, "Matmul", a, b,
+                     call='OptimizedBackend().dispatch("Matmul", a, b) (ops are compared exactly)')
 
 ### BEGIN HIDDEN TESTS
 check_matmul(OptimizedBackend().dispatch("matmul", a=a, b=b), a, b,
