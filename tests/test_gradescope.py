@@ -320,6 +320,28 @@ def test_test_cells_split_at_their_hidden_tests():
             assert public.strip() == release[_grade_id(cell)].strip()
 
 
+# The tests that run processes as uid 65534 (Gradescope's fallback user) live in this one file:
+# the test processes take whole files, so these never run at the same time, and each one's
+# one-process limit for that uid holds.
+def test_without_bubblewrap_the_unprivileged_worker_cannot_fork_either():
+    """The Gradescope fallback where bubblewrap cannot run: uid 65534 with the same rlimits."""
+    program = ("from autograder.trusted import launch\n"
+               "from tests.test_trusted_parts import _run_under\n"
+               "launcher, how = launch.choose('unprivileged', log=lambda *a: None)\n"
+               "print(how)\n"
+               "print(_run_under(launcher))\n")
+    env = {**os.environ, "PYTHONPATH": str(launch.PACKAGE_DIR.parent)}
+    # The program imports this module and the package from the repository, uid 65534 the
+    # package; the repository may sit in a folder closed to others (a clone in a home folder).
+    readable = [launch.PACKAGE_DIR, Path(__file__).resolve().parent]
+    proc = subprocess.run(unprivileged.command([sys.executable, "-c", program], readable), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    how, out = proc.stdout.splitlines()[:2]
+    assert "unprivileged user 65534" in how
+    assert out.count("refused") == 3, out
+
+
 def test_the_container_worker_runs_unprivileged_with_the_worker_policy():
     policy = launch.worker_policy(memory_bytes=gradescope_run.WORKER_MEMORY)
     start = launch.container_launcher(policy, launch.NOBODY)

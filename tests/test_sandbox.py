@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pwd
 import resource
 import signal
 import socket
@@ -19,7 +18,8 @@ import pytest
 
 from autograder import sandbox
 from autograder.sandbox import SandboxPolicy
-from tests.processes import processes_of, running_uids
+from autograder.uids import UidLease
+from tests.processes import processes_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 60
@@ -56,16 +56,15 @@ def run_json(code: str, policy: SandboxPolicy | None = None):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+_LEASES = []   # held until the test process ends
+
+
 def unused_uid() -> int:
-    """A uid with no account and no process, so a test owns its process count alone."""
-    running = set(running_uids().values())
-    for uid in range(60999, 60000, -1):
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            if str(uid) not in running:
-                return uid
-    raise AssertionError("no free uid between 60000 and 60999")
+    """A uid no other process uses, leased host-wide (so that a test owns its process count
+    alone, whatever else grades or tests on this machine at the same time)."""
+    lease = UidLease(1)
+    _LEASES.append(lease)
+    return lease.uids[0]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import sandbox
+from .. import sandbox, uids
 
 Launcher = Callable[[list[str], dict, tuple], subprocess.Popen]
 PACKAGE_DIR = Path(__file__).resolve().parents[1]        # the `autograder` package
@@ -65,22 +65,33 @@ def local_launcher(argv: list[str], env: dict, pass_fds: tuple = ()) -> subproce
                             stderr=subprocess.DEVNULL, start_new_session=True, pass_fds=pass_fds)
 
 
-def sandboxed_launcher(policy: sandbox.SandboxPolicy) -> Launcher:
+def sandboxed_launcher(policy: sandbox.SandboxPolicy, lease_uid: bool = False) -> Launcher:
     """A launcher that starts the worker inside the bubblewrap sandbox `policy` describes.
 
     Each worker gets a fresh, empty working directory of its own; the grader's package is bound
     read-only so the worker can import its own code, and nothing else of the course is visible.
+    With `lease_uid`, each worker runs as a uid leased for its lifetime (`autograder.uids`) instead
+    of the policy's: the worker may have one process, counted per uid on the whole host, so two
+    workers that shared a uid (two graders, a benchmark beside a test run) would stop each other.
     """
     def launch(argv: list[str], env: dict, pass_fds: tuple = ()) -> subprocess.Popen:
-        workdir = tempfile.mkdtemp(prefix="worker-")
-        worker_policy_ = dataclasses.replace(
-            policy, workdir=workdir, readonly_paths=(*policy.readonly_paths, str(PACKAGE_DIR)),
-            env={**policy.env, **{k: v for k, v in env.items() if k not in ("PATH", "HOME")}})
-        sandbox.grant_access(workdir, worker_policy_)
-        proc = subprocess.Popen(sandbox.command(argv, worker_policy_), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                start_new_session=True, pass_fds=pass_fds)
+        lease = uids.UidLease(1) if lease_uid else None
+        try:
+            workdir = tempfile.mkdtemp(prefix="worker-")
+            worker_policy_ = dataclasses.replace(
+                policy, workdir=workdir, readonly_paths=(*policy.readonly_paths, str(PACKAGE_DIR)),
+                env={**policy.env, **{k: v for k, v in env.items() if k not in ("PATH", "HOME")}},
+                **({"uid": lease.uids[0], "gid": lease.uids[0]} if lease else {}))
+            sandbox.grant_access(workdir, worker_policy_)
+            proc = subprocess.Popen(sandbox.command(argv, worker_policy_), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    start_new_session=True, pass_fds=pass_fds)
+        except BaseException:
+            if lease:
+                lease.release()
+            raise
         proc.scratch_dir = workdir  # removed by Worker.close
+        proc.uid_lease = lease      # released by Worker.close, once the worker is gone
         return proc
 
     return launch
@@ -120,12 +131,13 @@ def container_launcher(policy: sandbox.SandboxPolicy, uid: int | None = NOBODY) 
     return launch
 
 
-def grading_launcher(uid: int = NOBODY, memory_bytes: int = WORKER_MEMORY,
+def grading_launcher(uid: int | None = None, memory_bytes: int = WORKER_MEMORY,
                      sandboxed: bool = True) -> Launcher:
-    """The worker launcher of `grade`: the sandbox with the worker policy (or none, if asked)."""
+    """The worker launcher of `grade`: the sandbox with the worker policy (or none, if asked),
+    as `uid`, or (None) as a uid leased for each worker."""
     if not sandboxed:
         return local_launcher
-    return sandboxed_launcher(worker_policy(uid, memory_bytes))
+    return sandboxed_launcher(worker_policy(uid or NOBODY, memory_bytes), lease_uid=uid is None)
 
 
 def can_run(launcher: Launcher) -> bool:

@@ -233,6 +233,9 @@ class Worker:
         scratch = getattr(self.proc, "scratch_dir", None)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+        lease = getattr(self.proc, "uid_lease", None)
+        if lease is not None:
+            lease.release()
         self.proc = None
         self._cpu_clock = None
         if self.arena is not None:
