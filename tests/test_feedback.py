@@ -147,6 +147,9 @@ def test_feedback_shows_the_grader_s_measurements(graded_course, tmp_path):
     assert "n/6 FLOP per byte" in text
     for n in (16, 32, 64, 128, 256, 512):
         assert re.search(rf"\b{n}\s+(?:–\s+)*[0-9]+\.[0-9]{{3}}", text), n
+    # The written answers wait for a grader: their part says so instead of a score of 0.
+    assert re.search(r"Written answers\s+awaiting grader / 20", text), text
+    assert '<div class="scroll"><table class="times">' in page
     blank = html.unescape(feedback_path(course, "1003").read_text(encoding="utf-8"))
     assert "Not measured: the speed profile needs working functions" in blank
     assert "matmul_blocked: not timed (NotImplementedError" in blank
