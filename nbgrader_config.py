@@ -56,6 +56,11 @@ c.ClearMarkScheme.enforce_metadata = False
 # called, what came back, where to look) run to about 350 characters.
 c.Validator.width = 400
 
+# nbgrader's own feedback (`nbgrader generate_feedback`, formgrader's Generate Feedback button)
+# renders the autograded notebook, hidden tests included; this exporter makes it this project's
+# feedback page instead, the one `python -m autograder feedback` writes.
+c.GenerateFeedback.exporter_class = "autograder.feedback.FeedbackExporter"
+
 # Keep graded notebooks small whatever a submission prints.
 c.LimitOutput.max_lines = 200
 c.LimitOutput.max_traceback = 60

@@ -19,6 +19,9 @@ import datetime
 import io
 from pathlib import Path
 
+from nbconvert.exporters import Exporter
+from traitlets import default
+
 from . import machine
 from .assignment import Assignment
 from .ceilings import Ceilings
@@ -239,6 +242,33 @@ def write_feedback(course: Course, students: list[str] | None = None) -> list[Pa
         path.write_text(render(result, course.spec), encoding="utf-8")
         written.append(path)
     return written
+
+
+class FeedbackExporter(Exporter):
+    """nbgrader's own feedback (`nbgrader generate_feedback`, formgrader's Generate Feedback
+    button) made as this project's page.
+
+    nbgrader renders the autograded notebook, hidden tests and all, and formgrader's Release
+    Feedback hands that page to the student. Configured as GenerateFeedback's exporter
+    (nbgrader_config.py), this exporter ignores the notebook and returns the page `feedback`
+    writes for that student, so every way nbgrader offers to make feedback makes the safe one.
+    """
+    output_mimetype = "text/html"
+
+    @default("file_extension")
+    def _file_extension_default(self):
+        return ".html"
+
+    def from_notebook_node(self, nb, resources=None, **kw):
+        _, resources = super().from_notebook_node(nb, resources, **kw)  # nbgrader's preprocessors
+        info = resources["nbgrader"]
+        root = self.config.CourseDirectory.get("root") or "."
+        course = Course.at(Path(root).resolve(), info["assignment"])
+        result = next(iter(load_cohort(course, [info["student"]])), None)
+        if result is None or result.status == "not graded":
+            raise ValueError(f"{info['student']} has no grading record for {info['assignment']}: "
+                             f"grade them first (python -m autograder grade)")
+        return render(result, course.spec), resources
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

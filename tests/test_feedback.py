@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import sys
 import html
 import re
 from dataclasses import replace
@@ -153,3 +154,37 @@ def test_feedback_shows_the_grader_s_measurements(graded_course, tmp_path):
     blank = html.unescape(feedback_path(course, "1003").read_text(encoding="utf-8"))
     assert "Not measured: the speed profile needs working functions" in blank
     assert "matmul_blocked: not timed (NotImplementedError" in blank
+
+
+HIDDEN_SOURCE = ("_reference_blocked", "cases = [", "BEGIN HIDDEN TESTS", "numpy_vs_np_matmul_512")
+
+
+@pytest.mark.slow
+def test_nbgrader_s_own_feedback_is_the_safe_page(graded_course, tmp_path):
+    """formgrader's Generate Feedback button calls NbGraderAPI.generate_feedback, as does
+    `nbgrader generate_feedback`: both must write this project's page, never the graded notebook
+    with its hidden tests, and Release Feedback then hands out that page."""
+    import subprocess
+
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config, PyFileConfigLoader
+
+    course = copy_course(graded_course, tmp_path / "course")
+    write_feedback(course, ["1001"])
+    ours = feedback_path(course, "1001").read_text(encoding="utf-8")
+    config = Config(PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config())
+    api = NbGraderAPI(CourseDirectory(config=config), config=config)
+    feedback_path(course, "1001").unlink()
+    reply = api.generate_feedback(course.assignment, "1001", force=True)   # the button's call
+    assert reply["success"], reply
+    assert feedback_path(course, "1001").read_text(encoding="utf-8") == ours
+
+    proc = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_feedback",
+                           course.assignment, "--student", "1002", "--force"], cwd=course.root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    page = feedback_path(course, "1002").read_text(encoding="utf-8")
+    assert "How close to the machine" in page or "Timing" in page
+    for text in HIDDEN_SOURCE:
+        assert text not in page and text not in ours, text
