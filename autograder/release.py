@@ -58,14 +58,17 @@ def _strip_pairing(notebook: Path) -> None:
         nbformat.write(nb, notebook)
 
 
-def generate(course: Course, release_root: Path | None = None) -> Path:
+def generate(course: Course, release_root: Path | None = None, gradebook: Path | None = None) -> Path:
     """Run generate_assignment; write into `release_root` (default: the course's release/).
 
-    Either way the gradebook learns the assignment's cells, which autograding needs.
+    The gradebook (`gradebook`, default the course's) learns the assignment's cells, which
+    autograding needs: a check passes a scratch one, so that it changes no test `grade` uses.
     """
     args = ["generate_assignment", course.assignment, "--force"]
     if release_root is not None:
         args.append(f"--CourseDirectory.release_directory={release_root}")
+    if gradebook is not None:
+        args.append(f"--CourseDirectory.db_url=sqlite:///{gradebook}")
     course.nbgrader(*args)
     out = (release_root or course.root / "release") / course.assignment
     for notebook in out.glob("*.ipynb"):
@@ -96,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sync", action="store_true",
                         help="first bring the notebook's .py and .ipynb in line (jupytext --sync)")
     parser.add_argument("--check", action="store_true",
-                        help="do not write release/: exit 1 if it differs from a fresh build")
+                        help="write nothing (neither release/ nor the gradebook): exit 1 if "
+                             "release/ differs from a fresh build")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
         sync_pair(course)
     check_pairing(course)
     if args.check:
+        # Everything in a scratch folder, the gradebook too: a check must not deploy the tests.
         with tempfile.TemporaryDirectory(prefix="release-") as scratch:
-            fresh = generate(course, Path(scratch))
+            fresh = generate(course, Path(scratch) / "release", Path(scratch) / "gradebook.db")
             stale = differing_files(fresh, course.release_dir)
         if stale:
             print("release/ is out of date: " + ", ".join(stale) +

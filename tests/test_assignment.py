@@ -206,3 +206,29 @@ def test_the_graded_notebook_shows_what_the_student_measured(graded_course):
            if not 0.5 <= sandboxed[key] / plain[key] <= 2
            and abs(sandboxed[key] - plain[key]) > 0.02}
     assert far == {}, f"spectrum figures (ms) more than 2x from an unsandboxed run: {far}"
+
+
+def test_release_check_writes_neither_the_release_nor_the_gradebook(course):
+    """A check must not deploy: the gradebook's copy of the tests is what `grade` grades with."""
+    import subprocess
+    import sys
+
+    from autograder.gradebook import open_gradebook
+
+    release.ensure_gradebook(course)
+
+    def stored() -> str:
+        with open_gradebook(course) as gb:
+            return gb.find_source_cell("blocked_correct", "acceleration", course.assignment).source
+
+    before, released = stored(), (course.release_dir / "acceleration.ipynb").read_bytes()
+    edit = ("((5, 7, 3), 1),        # every tile", "((5, 7, 4), 1),        # every tile")
+    for path in (course.source_notebook, course.source_notebook.with_suffix(".py")):
+        text = path.read_text()
+        assert edit[0] in text
+        path.write_text(text.replace(*edit))
+    proc = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course.root),
+                           "release", "--check"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout + proc.stderr
+    assert stored() == before and "((5, 7, 3), 1)" in before
+    assert (course.release_dir / "acceleration.ipynb").read_bytes() == released
