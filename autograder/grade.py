@@ -39,6 +39,7 @@ from . import ceilings, machine, uids
 from .assignment import SPEC_FILE
 from .course import REPO_ROOT, Course, CourseError, tool_environment
 from .gradebook import open_gradebook
+from .notebook import grade_id, is_answer_cell, nbgrader as nbgrader_metadata
 from .records import GradingRecord, Status, read_record, records_dir, write_record
 from .release import ensure_gradebook
 
@@ -267,25 +268,69 @@ def _overrides(time_limit: float | None, sandboxed: bool, job: int, kernel_uid: 
     return config
 
 
+def answer_digests(course: Course, student: str) -> dict[str, str]:
+    """Written answer id -> sha256 of its text as submitted (none if the notebook is unreadable)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(course.submitted_dir(student) / course.notebook, as_version=4)
+    except (OSError, ValueError):
+        return {}
+    return {grade_id(c): hashlib.sha256(c.source.encode()).hexdigest()
+            for c in nb.cells if c.cell_type == "markdown" and is_answer_cell(c)
+            and nbgrader_metadata(c).get("grade")}
+
+
+def keep_hand_grading(course: Course, student: str, before: dict[str, str],
+                      now: dict[str, str]) -> list[str]:
+    """After autograding: keep the hand grades of written answers whose text did not change.
+
+    nbgrader's SaveAutoGrades marks every written answer as needing grading again on each
+    autograde, so a regrade (a fixed test, a new due date) would undo the TAs' work. An answer a
+    grader scored whose text is the one they scored stays graded; the ids of scored answers whose
+    text changed are returned, and stay marked for grading.
+    """
+    changed = []
+    with open_gradebook(course) as gb:
+        submission = gb.find_submission(course.assignment, student)
+        for nb in submission.notebooks:
+            for grade in nb.grades:
+                if grade.cell.cell_type == "code" or grade.manual_score is None:
+                    continue
+                if before.get(grade.name) and before.get(grade.name) == now.get(grade.name):
+                    grade.needs_manual_grade = False
+                else:
+                    changed.append(grade.name)
+        gb.db.commit()
+    return sorted(changed)
+
+
 def grade_one(course: Course, student: str, worker: AutogradeWorker, basis: GradingBasis,
               timeout: float = SUBMISSION_TIMEOUT) -> GradingRecord:
     """Autograde one submission; never raises for the student's faults."""
     started = time.monotonic()
     digest = fingerprint(course, student)
+    previous = read_record(course, student)
+    answers = answer_digests(course, student)
     status, reason = worker.autograde(student, timeout)
     record = GradingRecord(student=student, fingerprint=digest, status=status, reason=reason,
                            seconds=round(time.monotonic() - started, 2), finished_at=time.time(),
-                           tests=basis.tests, grader=basis.grader, machine=machine.describe())
+                           tests=basis.tests, grader=basis.grader, machine=machine.describe(),
+                           answers=answers)
     if status == Status.GRADED:
         record.score, record.max_score = _autograde_scores(course, student)
+        record.answers_changed = keep_hand_grading(
+            course, student, previous.answers if previous else {}, answers)
     write_record(course, record)
     return record
 
 
 def summary_line(record: GradingRecord) -> str:
     if record.ok:
+        again = (f"; hand-graded answers changed, grade them again: "
+                 f"{', '.join(record.answers_changed)}" if record.answers_changed else "")
         return (f"  graded  {record.student:<16} {record.score:5.1f} / {record.max_score:g} "
-                f"autograded points  ({record.seconds:.0f} s)")
+                f"autograded points  ({record.seconds:.0f} s){again}")
     return f"  {record.status:<7} {record.student:<16} {record.reason}  ({record.seconds:.0f} s)"
 
 

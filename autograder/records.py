@@ -40,6 +40,8 @@ class GradingRecord:
     tests: str = ""          # grade.GradingBasis.tests when it was graded
     grader: str = ""         # grade.GradingBasis.grader when it was graded
     machine: dict = field(default_factory=dict)   # machine.describe() of where it was graded
+    answers: dict = field(default_factory=dict)   # written answer id -> sha256 of its text
+    answers_changed: list = field(default_factory=list)   # hand-graded ones whose text changed
 
     @property
     def ok(self) -> bool:

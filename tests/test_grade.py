@@ -221,3 +221,49 @@ def test_grading_refuses_to_run_unsandboxed_unless_told(graded_course, tmp_path)
                              text=True, capture_output=True)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "graded  1003" in allowed.stdout
+
+
+def _written_grades(course: Course, student: str) -> dict[str, tuple[float | None, bool]]:
+    from autograder.gradebook import open_gradebook
+
+    with open_gradebook(course) as gb:
+        submission_ = gb.find_submission(course.assignment, student)
+        return {g.name: (g.manual_score, g.needs_manual_grade)
+                for nb in submission_.notebooks for g in nb.grades if g.cell.cell_type != "code"}
+
+
+@pytest.mark.slow
+def test_a_regrade_keeps_the_hand_grading_of_answers_that_did_not_change(course):
+    from autograder.gradebook import open_gradebook
+    from autograder.grade import summary_line
+
+    submit(course, "2001", submission(course, parts=("question",)))
+    grade_batch(course, progress=False)
+    with open_gradebook(course) as gb:   # what formgrader does when a TA saves a score
+        for nb in gb.find_submission(course.assignment, "2001").notebooks:
+            for grade in nb.grades:
+                if grade.cell.cell_type != "code":
+                    grade.manual_score, grade.needs_manual_grade = 4.0, False
+        gb.db.commit()
+    written = _written_grades(course, "2001")
+    assert len(written) == 4 and set(written.values()) == {(4.0, False)}
+
+    # A regrade for the grader's own reasons (a fixed test, a new due date): nothing to grade again.
+    again = grade_batch(course, force=True, progress=False).graded[0]
+    assert again.answers_changed == [] and _written_grades(course, "2001") == written
+    result = load_cohort(course, ["2001"])[0]
+    assert not result.needs_manual_grading and result.max_score == 100
+
+    # A resubmission with one answer rewritten: that one waits for a grader, the others do not.
+    path = course.submitted_dir("2001") / course.notebook
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id")
+                == "question_cache_hierarchy")
+    cell.source += "\n\nOne more thought on tile sizes."
+    nbformat.write(nb, path)
+    changed = grade_batch(course, progress=False).graded[0]
+    assert changed.answers_changed == ["question_cache_hierarchy"]
+    assert "grade them again: question_cache_hierarchy" in summary_line(changed)
+    now = _written_grades(course, "2001")
+    assert now.pop("question_cache_hierarchy") == (4.0, True)
+    assert set(now.values()) == {(4.0, False)}
