@@ -202,8 +202,9 @@ class Entry:
 
     @property
     def ungraded(self) -> bool:
-        """Not graded at all yet: there is no score to export."""
-        return not self.in_gradebook and not self.failed
+        """Not graded at all yet, or its grading was interrupted: there is no score to export."""
+        return (not self.in_gradebook and not self.failed) or \
+            self.result.status == Status.INTERRUPTED
 
     @property
     def pending(self) -> bool:

@@ -108,6 +108,8 @@ def why_not_current(record: GradingRecord | None, submission: str,
     """Why a student's grade no longer stands (None: it does)."""
     if record is None:
         return "not graded yet"
+    if record.status == Status.INTERRUPTED:
+        return "its last grading was interrupted"
     if record.fingerprint != submission:
         return "the submission changed"
     if record.tests != basis.tests:
@@ -312,6 +314,13 @@ def grade_one(course: Course, student: str, worker: AutogradeWorker, basis: Grad
     digest = fingerprint(course, student)
     previous = read_record(course, student)
     answers = answer_digests(course, student)
+    # Until the new record replaces it, the student counts as not graded: nbgrader writes the
+    # graded notebook and the gradebook in place, so an interruption leaves a mix of old and new,
+    # and the next run must grade again. The old record's answer digests stay, for the hand grades.
+    write_record(course, GradingRecord(
+        student=student, fingerprint=digest, status=Status.INTERRUPTED,
+        reason="grading started and did not finish", finished_at=time.time(),
+        answers=previous.answers if previous else {}))
     status, reason = worker.autograde(student, timeout)
     record = GradingRecord(student=student, fingerprint=digest, status=status, reason=reason,
                            seconds=round(time.monotonic() - started, 2), finished_at=time.time(),
@@ -321,6 +330,8 @@ def grade_one(course: Course, student: str, worker: AutogradeWorker, basis: Grad
         record.score, record.max_score = _autograde_scores(course, student)
         record.answers_changed = keep_hand_grading(
             course, student, previous.answers if previous else {}, answers)
+    elif previous is not None:
+        record.answers = previous.answers   # not graded: the hand grades still stand for those
     write_record(course, record)
     return record
 

@@ -22,6 +22,7 @@ class Status(str, Enum):
     FAILED = "failed"            # nbgrader could not grade the notebook (a reason says why)
     TIMEOUT = "timeout"          # the whole submission took longer than allowed
     NOT_GRADED = "not graded"
+    INTERRUPTED = "interrupted"  # grading started and did not finish (Ctrl-C, a killed grader)
 
     def __str__(self) -> str:
         return self.value

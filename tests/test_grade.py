@@ -180,13 +180,18 @@ def test_killed_grader_resumes_without_regrading_or_losing_anything(course):
     first = subprocess.Popen(cmd, cwd=REPO_ROOT, env=tool_environment(), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
-    while not any(read_record(course, s) for s in students):
+    def records():
+        return {s: r for s in students if (r := read_record(course, s))}
+
+    while not any(r.ok for r in records().values()):
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
     first.wait()
-    done = {s: read_record(course, s).finished_at for s in students if read_record(course, s)}
-    assert len(done) == 1, done
+    done = {s: r.finished_at for s, r in records().items() if r.ok}
+    assert len(done) == 1, records()
+    # The one in flight, half written by nbgrader, does not count as graded.
+    assert {r.status for s, r in records().items() if s not in done} <= {"interrupted"}
 
     # The nbgrader child dies with its parent, and its kernel follows it.
     deadline = time.monotonic() + 20
@@ -267,3 +272,22 @@ def test_a_regrade_keeps_the_hand_grading_of_answers_that_did_not_change(course)
     now = _written_grades(course, "2001")
     assert now.pop("question_cache_hierarchy") == (4.0, True)
     assert set(now.values()) == {(4.0, False)}
+
+
+def test_a_student_whose_regrade_was_interrupted_is_graded_again(graded_course, tmp_path):
+    """Ctrl-C during `grade --force`: the student in flight had a complete old record; the record
+    grade_one writes before nbgrader starts replaces it, so the next run does not skip them."""
+    from dataclasses import replace
+
+    from autograder.records import Status, write_record
+
+    course = _copy(graded_course, tmp_path / "course")
+    assert pending(course) == {}
+    old = read_record(course, "1002")
+    write_record(course, replace(old, status=Status.INTERRUPTED,
+                                 reason="grading started and did not finish"))
+    assert pending(course) == {"1002": "its last grading was interrupted"}
+    from autograder import export
+
+    entry = next(e for e in export.load(course).entries if e.result.student == "1002")
+    assert entry.ungraded and entry.status_text == "not graded yet"   # no half-made score out
