@@ -17,6 +17,7 @@ import argparse
 import base64
 import datetime
 import io
+import uuid
 from pathlib import Path
 
 from nbconvert.exporters import Exporter
@@ -240,8 +241,30 @@ def write_feedback(course: Course, students: list[str] | None = None) -> list[Pa
         path = feedback_path(course, result.student)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render(result, course.spec), encoding="utf-8")
+        _write_release_files(course, result.student, path.parent)
         written.append(path)
     return written
+
+
+def _write_release_files(course: Course, student: str, folder: Path) -> None:
+    """What `nbgrader release_feedback` reads beside each page: timestamp.txt and
+    submission_secret.txt, as nbgrader's own generate_feedback copies them from the submission.
+
+    A submission that came through the exchange has both, and the secret is what lets the
+    student's `nbgrader fetch_feedback` find the page. One collected from an LMS has neither; it
+    gets the grading time and a secret of its own, so that a class-wide release_feedback does not
+    stop at the first such student (nobody fetches those pages through the exchange).
+    """
+    for name in ("timestamp.txt", "submission_secret.txt"):
+        source = next((d / name for d in (course.autograded_dir(student),
+                                          course.submitted_dir(student)) if (d / name).is_file()),
+                      None)
+        if source is not None:
+            (folder / name).write_bytes(source.read_bytes())
+        elif not (folder / name).is_file():
+            (folder / name).write_text(
+                datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f %Z")
+                if name == "timestamp.txt" else uuid.uuid4().hex)
 
 
 class FeedbackExporter(Exporter):
