@@ -27,14 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Release, collect, grade, give feedback on, export and report the "
                     "assignments of an nbgrader course. The course root is the folder holding "
                     "nbgrader_config.py (default: this repository).")
-    parser.add_argument("--course", metavar="DIR", default=None,
-                        help="course root to work in (default: the repository root)")
-    parser.add_argument("--assignment", metavar="NAME", default=None,
-                        help="the assignment to work on (default: the only one in source/)")
+    # --course and --assignment go before or after the command: `grade --assignment X` too.
+    # After it, they are left unset unless given, so that they do not undo the ones before it.
+    where = argparse.ArgumentParser(add_help=False)
+    for p, default in ((parser, None), (where, argparse.SUPPRESS)):
+        p.add_argument("--course", metavar="DIR", default=default,
+                       help="course root to work in (default: the repository root)")
+        p.add_argument("--assignment", metavar="NAME", default=default,
+                       help="the assignment to work on (default: the only one in source/)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
         module = importlib.import_module(f"{__package__}.{module_name}")
-        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        cmd = sub.add_parser(name, help=help_text, parents=[where],
+                             description=(module.__doc__ or help_text).strip())
         module.add_arguments(cmd)
         cmd.set_defaults(run=module.run)
     return parser

@@ -77,6 +77,11 @@ class Course:
                     f"name one with --assignment NAME" if found else
                     f"{root}/source holds no assignment (a folder with the source notebook)")
             assignment = found[0]
+        elif not (root / "source" / assignment).is_dir():
+            found = assignments_in(root)
+            raise CourseError(f"no assignment {assignment!r} in {root}/source/ (there "
+                              f"{'is' if len(found) == 1 else 'are'}: "
+                              f"{', '.join(found) or 'none'})")
         return cls(root, assignment)
 
     @functools.cached_property

@@ -291,3 +291,14 @@ def test_a_student_whose_regrade_was_interrupted_is_graded_again(graded_course, 
 
     entry = next(e for e in export.load(course).entries if e.result.student == "1002")
     assert entry.ungraded and entry.status_text == "not graded yet"   # no half-made score out
+
+
+def test_a_mistyped_assignment_name_is_refused_before_anything_is_written(course):
+    for argv in (["--assignment", "accel", "collect", str(course.root)],
+                 ["grade", "--assignment", "accel"], ["report", "--assignment", "accel"]):
+        proc = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course.root),
+                               *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
+        assert "no assignment 'accel' in" in proc.stderr and "(there is: acceleration)" in proc.stderr
+    assert not (course.root / "submitted").exists()
+    assert not (course.root / "collected").exists()
