@@ -79,6 +79,27 @@ def _assignment_fingerprint(course: Course) -> str:
     return digest.hexdigest()
 
 
+# nbgrader settings that cannot change a verdict: where the exchange is, the course's id and
+# folders, how feedback is rendered and validate prints. Editing them must not regrade a class.
+NEUTRAL_SETTINGS = {"Exchange": None, "ExchangeFactory": None, "GenerateFeedback": None,
+                    "Validator": None, "ServerApp": None, "NotebookApp": None,
+                    "CourseDirectory": {"course_id", "root", "db_url", "groupshared"}}
+
+
+def verdict_settings(course: Course) -> str:
+    """nbgrader_config.py as loaded, without the settings in NEUTRAL_SETTINGS, as sorted JSON."""
+    from traitlets.config import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config()
+    kept = {}
+    for section, values in config.items():
+        neutral = NEUTRAL_SETTINGS.get(section, set())
+        if section.startswith("Exchange") or neutral is None:
+            continue
+        kept[section] = {k: v for k, v in values.items() if k not in neutral}
+    return json.dumps(kept, sort_keys=True, default=repr)
+
+
 def _grader_fingerprint(course: Course) -> str:
     from importlib import metadata
 
@@ -89,7 +110,7 @@ def _grader_fingerprint(course: Course) -> str:
             else [package / entry]
         for path in paths:
             digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    digest.update((course.root / "nbgrader_config.py").read_bytes())
+    digest.update(verdict_settings(course).encode())
     spec_file = course.source_dir / SPEC_FILE       # the assignment's own rules and settings
     if spec_file.is_file():
         digest.update(spec_file.read_bytes())

@@ -302,3 +302,13 @@ def test_a_mistyped_assignment_name_is_refused_before_anything_is_written(course
         assert "no assignment 'accel' in" in proc.stderr and "(there is: acceleration)" in proc.stderr
     assert not (course.root / "submitted").exists()
     assert not (course.root / "collected").exists()
+
+
+def test_settings_that_cannot_change_a_verdict_do_not_regrade(graded_course, tmp_path):
+    course = _copy(graded_course, tmp_path / "course")
+    config = course.root / "nbgrader_config.py"
+    config.write_text(config.read_text() + '\nc.Exchange.root = "/srv/exchange"\n'
+                      'c.CourseDirectory.course_id = "cs-329"\nc.Validator.width = 120\n')
+    assert pending(course) == {}
+    config.write_text(config.read_text() + "\nc.LimitOutput.max_lines = 100\n")
+    assert pending(course) == {s: "the grader changed" for s in COHORT}
