@@ -61,7 +61,17 @@ def test_grade_ids_name_the_part_they_check():
     assert {g.split("_")[0] for g in auto} == AUTOGRADED_PARTS, auto
     assert len(manual) == 4 and all(g.startswith("question_") for g in manual), manual
     points = {m["grade_id"]: m["points"] for m in graded}
-    assert sum(points[g] for g in auto) == 80 and sum(points[g] for g in manual) == 20
+    from tests.adversarial.cases import POINTS
+
+    # The corpus's expected scores, the README and the demo all speak of these points: a points
+    # edit in the notebook has to go there too, and this says where.
+    assert {g: points[g] for g in auto} == POINTS, (
+        f"the notebook's test points {dict((g, points[g]) for g in auto)} differ from "
+        f"tests/adversarial/cases.py POINTS {POINTS}: update POINTS, the corpus's expected "
+        f"scores and the README's totals with them")
+    assert sum(points[g] for g in manual) == 20, (
+        f"the written answers are worth {sum(points[g] for g in manual)} points; the README and "
+        f"the demo say 20")
 
 
 def test_committed_release_equals_a_fresh_build(course):
