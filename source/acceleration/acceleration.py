@@ -255,6 +255,14 @@ def expect_error(error, fn, *args, call="the call", **kwargs):
                          f"{error.__name__}")
 
 
+def expect_shape_error(fn, a, b, call):
+    """Assert that fn(a, b) raises ValueError with both shapes in its message."""
+    error = expect_error(ValueError, fn, a, b, call=call)
+    assert str(a.shape) in str(error) and str(b.shape) in str(error), (
+        f"the ValueError of {call} should show both shapes, {a.shape} and {b.shape}, e.g. "
+        f"'incompatible shapes {a.shape} @ {b.shape}'; its message was: {error}")
+
+
 _PRODUCTS = {np.dot: "np.dot", np.vdot: "np.vdot", np.inner: "np.inner", np.outer: "np.outer",
              np.einsum: "np.einsum", np.tensordot: "np.tensordot", np.kron: "np.kron",
              np.linalg.multi_dot: "np.linalg.multi_dot"}
@@ -404,19 +412,14 @@ check_matmul(matmul_naive(a, b), a, b, "matmul_naive(4x4, 4x4)")
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "naive_errors", "locked": true, "points": 5, "schema_version": 3, "solution": false, "task": false}
-error = expect_error(ValueError, matmul_naive, random_matrix(2, 3), random_matrix(2, 3),
-                     call="matmul_naive(2x3, 2x3)")
-assert "(2, 3)" in str(error), (
-    f"the ValueError should show both shapes, e.g. 'incompatible shapes (2, 3) @ (2, 3)'; "
-    f"its message was: {error}")
+expect_shape_error(matmul_naive, random_matrix(2, 3), random_matrix(2, 3),
+                   "matmul_naive(2x3, 2x3)")
 error = expect_error(ValueError, matmul_naive, random_matrix(2, 2), np.ones(2, dtype=np.float32),
                      call="matmul_naive(2x2, 1-D vector)")
 
 ### BEGIN HIDDEN TESTS
-error = expect_error(ValueError, matmul_naive, random_matrix(3, 4), random_matrix(5, 2),
-                     call="matmul_naive(3x4, 5x2)")
-assert "(3, 4)" in str(error) and "(5, 2)" in str(error), (
-    f"the ValueError should show both shapes (3, 4) and (5, 2); its message was: {error}")
+expect_shape_error(matmul_naive, random_matrix(3, 4), random_matrix(5, 2),
+                   "matmul_naive(3x4, 5x2)")
 error = expect_error(ValueError, matmul_naive, np.ones(3, dtype=np.float32), random_matrix(3, 2),
                      call="matmul_naive(1-D vector, 3x2)")
 error = expect_error(ValueError, matmul_naive, random_matrix(2, 2), np.ones((2, 2, 2)),
@@ -597,10 +600,8 @@ assert not larger, (
 a, b = np.arange(6).reshape(2, 3), np.arange(12).reshape(3, 4)
 check_matmul(matmul_blocked(a, b, block_size=2), a, b, "matmul_blocked on int64 inputs (2x3, 3x4)",
              block_size=2)
-error = expect_error(ValueError, matmul_blocked, random_matrix(3, 5), random_matrix(4, 2),
-                     call="matmul_blocked(3x5, 4x2)")
-assert "(3, 5)" in str(error) and "(4, 2)" in str(error), (
-    f"the ValueError should show both shapes (3, 5) and (4, 2); its message was: {error}")
+expect_shape_error(matmul_blocked, random_matrix(3, 5), random_matrix(4, 2),
+                   "matmul_blocked(3x5, 4x2)")
 error = expect_error(ValueError, matmul_blocked, random_matrix(3, 3), np.ones((3, 3, 3)),
                      call="matmul_blocked(3x3, 3x3x3)")
 
@@ -626,10 +627,8 @@ a, b = random_matrix(33, 17, dtype=np.float64), random_matrix(17, 9, dtype=np.fl
 check_matmul(matmul_blocked(a, b, block_size=8), a, b, "matmul_blocked on float64 inputs",
              block_size=8)
 
-error = expect_error(ValueError, matmul_blocked, random_matrix(4, 6), random_matrix(5, 4),
-                     call="matmul_blocked(4x6, 5x4)")
-assert "(4, 6)" in str(error) and "(5, 4)" in str(error), (
-    f"the ValueError should show both shapes (4, 6) and (5, 4); its message was: {error}")
+expect_shape_error(matmul_blocked, random_matrix(4, 6), random_matrix(5, 4),
+                   "matmul_blocked(4x6, 5x4)")
 error = expect_error(ValueError, matmul_blocked, np.ones(4, dtype=np.float32), random_matrix(4, 4),
                      call="matmul_blocked(1-D vector, 4x4)")
 ### END HIDDEN TESTS
