@@ -451,8 +451,8 @@ def allocates_8_gib(ctx: Context):
     bomb = HONEST_FOOTPRINT + "\n\n" + code('''
         def calculate_cache_footprint(block_size):
             hoard = []
-            for _ in range(32):                       # 32 x 256 MiB = 8 GiB, every page written
-                hoard.append(np.ones(32 * 1024 * 1024))
+            for _ in range(32):                       # 32 x 256 MiB = 8 GiB of address space
+                hoard.append(np.empty(32 * 1024 * 1024))
             return _footprint(block_size)
 
 
