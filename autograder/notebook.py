@@ -11,6 +11,7 @@ from dataclasses import dataclass
 SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 MARK_SCHEME = ("### BEGIN MARK SCHEME", "### END MARK SCHEME")
+ANSWER_STUB = "YOUR ANSWER HERE"       # nbgrader's ClearSolutions.text_stub, which the course keeps
 IMPLEMENTATION_SUFFIX = "_impl"
 
 
@@ -54,6 +55,28 @@ def is_written_answer(cell) -> bool:
     """A hand-graded written answer: a graded markdown cell the student writes."""
     meta = nbgrader(cell)
     return cell["cell_type"] == "markdown" and bool(meta.get("grade")) and bool(meta.get("solution"))
+
+
+def unanswered_text(cell) -> str:
+    """What the release shows in a written-answer cell: its solution region replaced by the stub
+    (the whole cell, if it has no region).
+
+    nbgrader's ClearSolutions does this at release; the Gradescope container has no nbgrader, and
+    needs it to tell an answered question from one left as released.
+    """
+    source = str(cell.get("source", ""))
+    if SOLUTION[0] not in source:
+        return ANSWER_STUB
+    lines, inside = [], False
+    for line in source.splitlines():
+        if SOLUTION[0] in line:
+            inside = True
+            lines.append(ANSWER_STUB)
+        elif SOLUTION[1] in line:
+            inside = False
+        elif not inside:
+            lines.append(line)
+    return "\n".join(lines).strip()
 
 
 @dataclass(frozen=True)

@@ -254,9 +254,12 @@ def rubric_line(course: Course, grade_id: str) -> str:
 
 
 def answer_line(course: Course, student: str, grade_id: str) -> str:
-    """The first line of the student's answer, as submitted."""
+    """The first line the student wrote in an answer cell (not the heading the release gives it)."""
     cells, ids = _cells_by_id(course.submitted_dir(student) / "acceleration.ipynb")
-    line = rendered(next(line for line in cells[ids[grade_id]].source.splitlines() if line.strip()))
+    released, released_ids = _cells_by_id(course.release_notebook)
+    given = set(released[released_ids[grade_id]].source.splitlines())
+    line = rendered(next(line for line in cells[ids[grade_id]].source.splitlines()
+                         if line.strip() and line not in given))
     assert len(line) > 20 and "YOUR ANSWER HERE" not in line, (
         f"{student} did not answer {grade_id}: {line!r}")
     return line

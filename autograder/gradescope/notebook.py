@@ -19,7 +19,6 @@ from .. import notebook
 from ..assignment import Assignment
 
 HIDDEN_PART = ":hidden"                  # grade id suffix of the hidden half of a split cell
-ANSWER_STUB = "YOUR ANSWER HERE"
 
 
 class SubmissionError(Exception):
@@ -143,14 +142,18 @@ def grading_notebook(template, submission, spec: Assignment) -> GradingNotebook:
 
 def written_answers(template, submission) -> tuple[float, list[tuple[str, bool]]]:
     """Points of the hand-graded answers, and (grade id, answered?) of each in the submission."""
-    ids = [notebook.grade_id(c) for c in template["cells"] if notebook.is_written_answer(c)]
+    # The template is made from the release: its answer cells read as a student first sees them.
+    blank = {notebook.grade_id(c): {notebook.unanswered_text(c), str(c.get("source", "")).strip()}
+             for c in template["cells"] if notebook.is_written_answer(c)}
+    ids = list(blank)
     points = sum(notebook.points(c) for c in template["cells"] if notebook.grade_id(c) in ids)
     texts = {}
     for cell in (submission or {}).get("cells", []):
         name = notebook.grade_id(cell)
         if name in ids and name not in texts:
             texts[name] = str(cell.get("source", "")).strip()
-    return points, [(i, texts.get(i, "") not in ("", ANSWER_STUB)) for i in ids]
+    return points, [(i, texts.get(i, "") not in {"", notebook.ANSWER_STUB, *blank[i]})
+                    for i in ids]
 
 
 # ------------------------------------------------------------------------------------------------

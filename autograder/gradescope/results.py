@@ -26,7 +26,8 @@ from ..files import write_atomic
 from ..assignment import Assignment
 from ..outcomes import TIMING_LINE, failure_message
 from ..performance import Performance, explained
-from .notebook import ANSWER_STUB, HIDDEN_PART, ScoredCell
+from ..notebook import ANSWER_STUB
+from .notebook import HIDDEN_PART, ScoredCell
 
 
 class ResultsFile:

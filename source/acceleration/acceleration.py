@@ -44,8 +44,9 @@
 # every failing test cell: it says what was called, what came back and where to look. The
 # *Validate* button and `nbgrader validate` list the failing cells too, but cut every line at 90
 # characters; for whole messages run `nbgrader validate acceleration.ipynb --Validator.width=400`
-# in the assignment's folder. A written answer still reading *YOUR ANSWER HERE* is listed as
-# "You did not provide a response"; the four questions are under *ML systems thinking*.
+# in the assignment's folder. A written answer still reading *YOUR ANSWER HERE* is listed under
+# its question's name with "You did not provide a response"; the four questions are under *ML
+# systems thinking*.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import time
@@ -1122,12 +1123,16 @@ for label, run in workloads.items():
 # ### END MARK SCHEME
 
 # %% [markdown] nbgrader={"grade": true, "grade_id": "question_memory_access", "locked": false, "points": 5, "schema_version": 3, "solution": true, "task": false}
+# *Your answer to Question 1 (memory access of the naive loop):*
+#
+# ### BEGIN SOLUTION
 # Reading `b[p, j]` with `p` fastest walks down a column: each step skips a row of 1000 floats, i.e.
 # 4000 bytes, so each read is on a different 64-byte line and uses 4 of its 64 bytes. `b` is 4 MB,
 # larger than L1/L2, so lines are evicted before the loop comes back for the next column: about one
 # line fetch per multiply-add, 10^9 in total, where reading `b` in order would need 62,500. The work
 # and the misses both grow as n^3; beyond the size where `b`'s working set leaves the cache, the
 # time per operation also rises, so large matrices are slower per flop, not exponentially slower.
+# ### END SOLUTION
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "question_cache_hierarchy_prompt", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # **Question 2: choosing the tile (5 points).** For 64x64 float32 tiles compute (a) the memory three
@@ -1146,11 +1151,15 @@ for label, run in workloads.items():
 # ### END MARK SCHEME
 
 # %% [markdown] nbgrader={"grade": true, "grade_id": "question_cache_hierarchy", "locked": false, "points": 5, "schema_version": 3, "solution": true, "task": false}
+# *Your answer to Question 2 (choosing the tile):*
+#
+# ### BEGIN SOLUTION
 # (a) One tile is 64 * 64 * 4 = 16,384 bytes; three are 49,152 bytes (48 KiB). (b) That is more than
 # 32 KiB, so not L1, but well within 256 KiB of L2. (c) In one tile product every value of the `a`
 # tile meets 64 values of the `b` tile, and vice versa: 64 uses per load. (d) 256x256 tiles take
 # 256 KiB each, 768 KiB for three: they spill out of L2 into L3, so the reuse is served by a slower
 # level. A 32x32 tile (12 KiB for three) fits in L1, but in Python it means 8 times as many tile steps.
+# ### END SOLUTION
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "question_production_library_prompt", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # **Question 3: why use the library (5 points).** Your blocked product was a few times slower than
@@ -1170,12 +1179,16 @@ for label, run in workloads.items():
 # ### END MARK SCHEME
 
 # %% [markdown] nbgrader={"grade": true, "grade_id": "question_production_library", "locked": false, "points": 5, "schema_version": 3, "solution": true, "task": false}
-# My blocked version was about 3x slower than NumPy at 256 and above. OpenBLAS (1) runs hand-written
+# *Your answer to Question 3 (why use the library):*
+#
+# ### BEGIN SOLUTION
+# My blocked version was about 2x slower than NumPy at 256 and above. OpenBLAS (1) runs hand-written
 # SIMD kernels with fused multiply-adds, several products per instruction; (2) packs each tile into a
 # contiguous buffer in the order its kernel reads it and keeps a block of `c` in registers; (3) tiles
 # for L1, L2 and L3 with sizes tuned per CPU, and can use all cores. Matching that is years of expert
 # work per CPU family plus upkeep, for a gain the library already gives. Writing a kernel pays only
 # for an operation no library covers well (a fused op, a new accelerator), after profiling shows it matters.
+# ### END SOLUTION
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "question_workload_strategy_prompt", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # **Question 4: accelerating whole models (5 points).** For the MLP, the im2col convolution and the
@@ -1196,12 +1209,16 @@ for label, run in workloads.items():
 # ### END MARK SCHEME
 
 # %% [markdown] nbgrader={"grade": true, "grade_id": "question_workload_strategy", "locked": false, "points": 5, "schema_version": 3, "solution": true, "task": false}
+# *Your answer to Question 4 (accelerating whole models):*
+#
+# ### BEGIN SOLUTION
 # (a) MLP: the first layer 32x256 @ 256x128 (1.05 M multiply-adds) dominates the second (0.26 M);
 # conv: the single 1024x27 @ 27x64 product (1.8 M); attention: 128x256 @ 256x128 (4.2 M). (b) The
 # attention product and the first MLP layer gain most: large on every side, so BLAS reuses each load
 # many times. (c) With k = 27 the conv reads a lot of data per multiply-add and leans towards memory
 # limits, as does a 32-row MLP batch; attention is compute-bound. (d) Measure, hand dense products
 # to the library, then work on data movement and fusing the cheap element-wise steps around them.
+# ### END SOLUTION
 
 # %% [markdown]
 # ## What you built
