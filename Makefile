@@ -17,7 +17,7 @@ help:  ## list the targets
 $(READY): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,cluster]'
 	touch $@
 
 system-packages:  ## install the Debian packages the sandbox and report tests need (as root)

@@ -19,33 +19,31 @@ them (delete the file to measure them again).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
+import datetime
 import hashlib
 import json
 import os
 import queue
-import re
-import signal
-import subprocess
+import shutil
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ceilings, machine, uids
+from . import ceilings, machine, task
 from .assignment import SPEC_FILE
-from .course import REPO_ROOT, Course, CourseError, tool_environment
+from .course import Course, CourseError
+from .files import write_atomic
 from .gradebook import open_gradebook
 from .notebook import grade_id, is_answer_cell, nbgrader as nbgrader_metadata
 from .records import GradingRecord, Status, read_record, records_dir, write_record
 from .release import ensure_gradebook
 
 SUBMISSION_TIMEOUT = 20 * 60  # seconds for one whole submission; per-cell limits are nbgrader's
-MACHINES = "machines"         # under grading/: the ceilings of each machine that graded
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -53,11 +51,6 @@ class GradingBasis:
     """Fingerprints of what decides a verdict besides the submission itself."""
     tests: str     # the assignment's cells in the gradebook (sources, points) and its due date
     grader: str    # the grader's verdict code, the course's nbgrader_config.py, package versions
-
-
-# The parts of this package that decide verdicts; the stages that only read results do not.
-VERDICT_CODE = ("trusted", "timing", "preprocessors", "sandbox.py", "autograde_worker.py")
-VERDICT_PACKAGES = ("nbgrader", "nbclient", "numpy", "ipykernel")
 
 
 def _assignment_fingerprint(course: Course) -> str:
@@ -80,17 +73,27 @@ def _assignment_fingerprint(course: Course) -> str:
 
 
 # nbgrader settings that cannot change a verdict: where the exchange is, the course's id and
-# folders, how feedback is rendered and validate prints. Editing them must not regrade a class.
+# folders, how feedback is rendered and validate prints, which machines grade (each record names
+# its machine). Editing them must not regrade a class.
 NEUTRAL_SETTINGS = {"Exchange": None, "ExchangeFactory": None, "GenerateFeedback": None,
-                    "Validator": None, "ServerApp": None, "NotebookApp": None,
+                    "Validator": None, "ServerApp": None, "NotebookApp": None, "DaskGrading": None,
                     "CourseDirectory": {"course_id", "root", "db_url", "groupshared"}}
+
+
+def _course_config(course: Course):
+    from traitlets.config import PyFileConfigLoader
+
+    return PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config()
+
+
+def configured_scheduler(course: Course) -> str | None:
+    """c.DaskGrading.scheduler of nbgrader_config.py, if set: where `grade` sends its work."""
+    return str(_course_config(course).get("DaskGrading", {}).get("scheduler") or "") or None
 
 
 def verdict_settings(course: Course) -> str:
     """nbgrader_config.py as loaded, without the settings in NEUTRAL_SETTINGS, as sorted JSON."""
-    from traitlets.config import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config()
+    config = _course_config(course)
     kept = {}
     for section, values in config.items():
         neutral = NEUTRAL_SETTINGS.get(section, set())
@@ -101,22 +104,11 @@ def verdict_settings(course: Course) -> str:
 
 
 def _grader_fingerprint(course: Course) -> str:
-    from importlib import metadata
-
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for entry in VERDICT_CODE:
-        paths = sorted((package / entry).rglob("*.py")) if (package / entry).is_dir() \
-            else [package / entry]
-        for path in paths:
-            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    digest = hashlib.sha256(json.dumps(task.grader_version(), sort_keys=True).encode())
     digest.update(verdict_settings(course).encode())
     spec_file = course.source_dir / SPEC_FILE       # the assignment's own rules and settings
     if spec_file.is_file():
         digest.update(spec_file.read_bytes())
-    for name in VERDICT_PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            digest.update(f"{name}=={metadata.version(name)}".encode())
     return digest.hexdigest()
 
 
@@ -148,13 +140,16 @@ class BatchResult:
     sandbox_uids: list[int] = field(default_factory=list)    # the uids its jobs leased
 
 
+def files_fingerprint(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return digest.hexdigest()
+
+
 def fingerprint(course: Course, student: str) -> str:
     """Hash of everything in the student's submitted folder: a changed submission is regraded."""
-    digest = hashlib.sha256()
-    folder = course.submitted_dir(student)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return files_fingerprint(task.submission_inputs(course, student).files)
 
 
 def pending(course: Course, students: list[str] | None = None, force: bool = False,
@@ -179,13 +174,6 @@ def pending(course: Course, students: list[str] | None = None, force: bool = Fal
     return todo
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the grader dies, so no orphan keeps writing results."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.setpgrp()
-
-
 def _autograde_scores(course: Course, student: str) -> tuple[float, float]:
     with open_gradebook(course) as gb:
         submission = gb.find_submission(course.assignment, student)
@@ -194,96 +182,16 @@ def _autograde_scores(course: Course, student: str) -> tuple[float, float]:
         return float(score), float(max_score)
 
 
-_EXCEPTION_LINE = re.compile(r"\b(?:[\w]+\.)*(?P<name>\w*(?:Error|Exception))\b:?\s*(?P<text>.*)")
-_NBGRADER_BOILERPLATE = ("There was an error processing", "Please see the", "Traceback",
-                         "NbGraderException")
-
-
-def _failure_reason(output: str) -> str:
-    """The most telling line of a failed nbgrader run: its last exception, in a few words."""
-    reason = ""
-    for line in output.splitlines():
-        line = line.strip()
-        if not line or any(text in line for text in _NBGRADER_BOILERPLATE):
-            continue
-        match = _EXCEPTION_LINE.search(line.split("] ", 1)[-1])
-        if match and match["name"] not in ("ERROR",):
-            reason = f"{match['name']}: {match['text']}".rstrip(": ")
-    if reason.startswith("DeadKernelError"):
-        reason = "the kernel died: the notebook's code exited or crashed the Python process"
-    return (reason or "nbgrader failed without an error message")[:300]
-
-
-class AutogradeWorker:
-    """One `autograde_worker` process, started on first use and again after a timeout or crash."""
-
-    def __init__(self, course: Course, overrides: dict, log_path: Path):
-        self.course, self.overrides, self.log_path = course, overrides, log_path
-        self.proc: subprocess.Popen | None = None
-        self.replies: queue.Queue = queue.Queue()
-
-    def _start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "autograder.autograde_worker", str(self.course.root),
-               self.course.assignment, json.dumps(self.overrides)]
-        env = tool_environment()
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.course.root, env=env, text=True,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=log, preexec_fn=_die_with_parent)
-        replies = self.replies = queue.Queue()
-        stdout = self.proc.stdout
-        threading.Thread(target=lambda: [replies.put(line) for line in stdout] + [replies.put(None)],
-                         daemon=True).start()
-        if self._reply(120) is None:
-            raise CourseError(f"the autograde worker did not start; see {self.log_path}")
-
-    def _reply(self, timeout: float) -> dict | None:
-        line = self.replies.get(timeout=timeout)
-        return None if line is None else json.loads(line)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-    def autograde(self, student: str, timeout: float) -> tuple[Status, str]:
-        """(status, reason) of autograding one student; the worker is replaced if it fails."""
-        if self.proc is None or self.proc.poll() is not None:
-            self._start()
-        self.proc.stdin.write(json.dumps({"student": student}) + "\n")
-        self.proc.stdin.flush()
-        try:
-            reply = self._reply(timeout)
-        except queue.Empty:
-            self.stop()
-            return Status.TIMEOUT, f"grading took longer than {timeout:.0f} s and was stopped"
-        if reply is None:  # the worker itself died: nbgrader, not the student's kernel
-            self.stop()
-            return Status.FAILED, "the grading process died; see " + str(self.log_path)
-        if reply["ok"]:
-            return Status.GRADED, ""
-        return Status.FAILED, _failure_reason(reply["log"])
-
-
 def machine_ceilings(course: Course) -> tuple[ceilings.Ceilings, Path, bool]:
     """This machine's ceilings as the course keeps them (measured on first use)."""
-    return ceilings.kept(records_dir(course) / MACHINES)
+    return ceilings.kept(course.root / task.MACHINES)
 
 
-def _overrides(time_limit: float | None, sandboxed: bool, job: int, kernel_uid: int,
-               worker_uid: int, ceilings_file: Path | None = None) -> dict:
-    """nbgrader config for one autograde worker: its kernel and its student-code worker run as
-    uids of their own (process limits are per uid)."""
-    config: dict = {
-        "SandboxedExecute": {"sandbox": sandboxed, "sandbox_uid": kernel_uid},
-        "TrustedTests": {"sandbox": sandboxed, "sandbox_uid": worker_uid,
-                         "cpu": job % (os.cpu_count() or 1),
-                         "ceilings_file": str(ceilings_file or "")},
-    }
+def _overrides(time_limit: float | None, sandboxed: bool) -> dict:
+    """nbgrader config of a batch, on top of nbgrader_config.py (a slot adds its uids, core and
+    ceilings file)."""
+    config: dict = {"SandboxedExecute": {"sandbox": sandboxed},
+                    "TrustedTests": {"sandbox": sandboxed}}
     if time_limit:
         config["Execute"] = {"timeout": int(time_limit)}
         config["SandboxedExecute"]["timeout"] = int(time_limit)
@@ -291,13 +199,13 @@ def _overrides(time_limit: float | None, sandboxed: bool, job: int, kernel_uid: 
     return config
 
 
-def answer_digests(course: Course, student: str) -> dict[str, str]:
+def answer_digests(notebook_bytes: bytes | None) -> dict[str, str]:
     """Written answer id -> sha256 of its text as submitted (none if the notebook is unreadable)."""
     import nbformat
 
     try:
-        nb = nbformat.read(course.submitted_dir(student) / course.notebook, as_version=4)
-    except (OSError, ValueError):
+        nb = nbformat.reads(notebook_bytes.decode(), as_version=4)
+    except (AttributeError, UnicodeDecodeError, ValueError):
         return {}
     return {grade_id(c): hashlib.sha256(c.source.encode()).hexdigest()
             for c in nb.cells if c.cell_type == "markdown" and is_answer_cell(c)
@@ -328,26 +236,74 @@ def keep_hand_grading(course: Course, student: str, before: dict[str, str],
     return sorted(changed)
 
 
-def grade_one(course: Course, student: str, worker: AutogradeWorker, basis: GradingBasis,
-              timeout: float = SUBMISSION_TIMEOUT) -> GradingRecord:
-    """Autograde one submission; never raises for the student's faults."""
-    started = time.monotonic()
-    digest = fingerprint(course, student)
+def _replace_autograded(course: Course, student: str, files: dict[str, bytes]) -> None:
+    """Put the graded folder in place whole: built beside the old one, then swapped in."""
+    final = course.autograded_dir(student)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    new, old = final.with_name(f".{final.name}.new"), final.with_name(f".{final.name}.old")
+    for leftover in (new, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if files:
+        for name, data in files.items():
+            write_atomic(new / name, data, make_folder=True)
+    if final.exists():
+        final.rename(old)
+    if files:
+        new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _merge_into_gradebook(course: Course, student: str, recorded: dict) -> None:
+    """Write what nbgrader's autograde recorded in the scratch course into the course's
+    gradebook: the submission's time, and per notebook its late penalty, automatic scores and
+    comments. Hand grades are left alone (`keep_hand_grading` decides about them)."""
+    from sqlalchemy.exc import SAWarning
+
+    with open_gradebook(course) as gb, warnings.catch_warnings():
+        # nbgrader's add_submission trips SQLAlchemy's autoflush warning; it is harmless there.
+        warnings.simplefilter("ignore", SAWarning)
+        gb.update_or_create_student(student)
+        timestamp = recorded.get("timestamp")
+        submission = gb.update_or_create_submission(
+            course.assignment, student,
+            **({"timestamp": datetime.datetime.fromisoformat(timestamp)} if timestamp else {}))
+        for nb in submission.notebooks:
+            got = recorded.get("notebooks", {}).get(nb.name, {})
+            nb.late_submission_penalty = got.get("late_submission_penalty")
+            for grade in nb.grades:
+                if grade.name in got.get("grades", {}):
+                    grade.auto_score = got["grades"][grade.name]["auto_score"]
+                    grade.needs_manual_grade = got["grades"][grade.name]["needs_manual_grade"]
+            for comment in nb.comments:
+                comment.auto_comment = got.get("comments", {}).get(comment.name)
+        gb.db.commit()
+
+
+def record_outputs(course: Course, inputs: task.SubmissionInputs, outputs: task.GradingOutputs,
+                   basis: GradingBasis) -> GradingRecord:
+    """Write one submission's grading into the course: graded folder, gradebook, record."""
+    student = outputs.student
+    digest = files_fingerprint(inputs.files)
     previous = read_record(course, student)
-    answers = answer_digests(course, student)
-    # Until the new record replaces it, the student counts as not graded: nbgrader writes the
-    # graded notebook and the gradebook in place, so an interruption leaves a mix of old and new,
+    answers = answer_digests(inputs.files.get(course.notebook))
+    # Until the new record replaces it, the student counts as not graded: the graded folder and
+    # the gradebook change one after the other, so an interruption between them leaves a mix,
     # and the next run must grade again. The old record's answer digests stay, for the hand grades.
     write_record(course, GradingRecord(
         student=student, fingerprint=digest, status=Status.INTERRUPTED,
         reason="grading started and did not finish", finished_at=time.time(),
         answers=previous.answers if previous else {}))
-    status, reason = worker.autograde(student, timeout)
-    record = GradingRecord(student=student, fingerprint=digest, status=status, reason=reason,
-                           seconds=round(time.monotonic() - started, 2), finished_at=time.time(),
-                           tests=basis.tests, grader=basis.grader, machine=machine.describe(),
-                           answers=answers)
-    if status == Status.GRADED:
+    if outputs.ceilings is not None:
+        path = course.root / task.MACHINES / f"{machine.fingerprint(outputs.machine)}.json"
+        if not path.exists():
+            write_atomic(path, json.dumps(outputs.ceilings, indent=1), make_folder=True)
+    _replace_autograded(course, student, outputs.files if outputs.status == Status.GRADED else {})
+    record = GradingRecord(student=student, fingerprint=digest, status=outputs.status,
+                           reason=outputs.reason, seconds=outputs.seconds,
+                           finished_at=time.time(), tests=basis.tests, grader=basis.grader,
+                           machine=outputs.machine, answers=answers, worker=outputs.worker)
+    if outputs.status == Status.GRADED:
+        _merge_into_gradebook(course, student, outputs.submission)
         record.score, record.max_score = _autograde_scores(course, student)
         record.answers_changed = keep_hand_grading(
             course, student, previous.answers if previous else {}, answers)
@@ -366,10 +322,64 @@ def summary_line(record: GradingRecord) -> str:
     return f"  {record.status:<7} {record.student:<16} {record.reason}  ({record.seconds:.0f} s)"
 
 
+class LocalSlots:
+    """`--jobs N`: N grading slots in threads of this process, on this machine's cores."""
+
+    def __init__(self, course: Course, jobs: int):
+        self.course, self.jobs = course, jobs
+        self.description = f"{jobs} at a time"
+        self.slots: list[task.Slot] = []
+
+    def __enter__(self) -> "LocalSlots":
+        logs = records_dir(self.course) / "logs"
+        cores = os.cpu_count() or 1
+        self.slots = [task.Slot(f"local job {n}", n % cores, logs / f"worker-{n}.log")
+                      for n in range(self.jobs)]
+        return self
+
+    @property
+    def sandbox_uids(self) -> list[int]:
+        return [uid for slot in self.slots for uid in slot.lease.uids]
+
+    def run(self, course: task.CourseFiles, submissions: list[task.SubmissionInputs]
+            ) -> Iterator[task.GradingOutputs]:
+        """Each submission's outputs, in the order they finish."""
+        todo: queue.Queue = queue.Queue()
+        for submission in submissions:
+            todo.put(submission)
+        done: queue.Queue = queue.Queue()
+
+        def work(slot: task.Slot) -> None:
+            while True:
+                try:
+                    submission = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put(slot.grade(course, submission))
+                except BaseException as exc:  # a grader fault: report it, don't hang the batch
+                    done.put(exc)
+
+        for slot in self.slots:
+            threading.Thread(target=work, args=(slot,), daemon=True).start()
+        for _ in submissions:
+            outputs = done.get()
+            if isinstance(outputs, BaseException):
+                raise outputs
+            yield outputs
+
+    def __exit__(self, *exc) -> None:
+        for slot in self.slots:
+            slot.close()
+
+
 def grade_batch(course: Course, students: list[str] | None = None, jobs: int | None = None,
                 force: bool = False, timeout: float = SUBMISSION_TIMEOUT,
                 time_limit: float | None = None, sandboxed: bool = True,
-                progress: bool = True) -> BatchResult:
+                progress: bool = True, scheduler: str | None = None,
+                local_cluster: bool = False) -> BatchResult:
+    """Grade what is not current. Where: `jobs` slots in this process (default), the Dask
+    cluster whose scheduler is at `scheduler`, or a `local_cluster` of `jobs` Dask workers."""
     from tqdm import tqdm
 
     if sandboxed:
@@ -391,50 +401,29 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
     counts = Counter(reasons.values())
     print(f"grading {len(todo)} submission(s) (" +
           "; ".join(f"{n}: {why}" for why, n in counts.most_common()) + ")", flush=True)
-    machine_found, machine_file, measured = machine_ceilings(course)
-    print(f"this machine's ceilings ({machine_file.relative_to(course.root)}"
-          f"{f', measured in {machine_found.seconds:.1f} s' if measured else ''}): "
-          f"{ceilings.summary(machine_found)}", flush=True)
     jobs = min(max(1, jobs or os.cpu_count() or 1), len(todo))
-    todo_queue: queue.Queue = queue.Queue()
-    for student in todo:
-        todo_queue.put(student)
-    done: queue.Queue = queue.Queue()
+    if scheduler or local_cluster:
+        from . import cluster
 
-    leases = [uids.UidLease(2) for _ in range(jobs)]
-    result.sandbox_uids = [uid for lease in leases for uid in lease.uids]
-
-    def work(number: int) -> None:
-        kernel_uid, worker_uid = leases[number].uids
-        worker = AutogradeWorker(course, _overrides(time_limit, sandboxed, number, kernel_uid,
-                                                    worker_uid, machine_file),
-                                 records_dir(course) / "logs" / f"worker-{number}.log")
-        try:
-            while True:
-                try:
-                    student = todo_queue.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    done.put(grade_one(course, student, worker, basis, timeout))
-                except BaseException as exc:  # a grader fault: report it, don't hang the batch
-                    done.put(exc)
-        finally:
-            worker.stop()
-            leases[number].release()
-
-    threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(jobs)]
-    for thread in threads:
-        thread.start()
-    with tqdm(total=len(todo), unit="submission", disable=not progress, file=sys.stderr,
-              desc=f"grading ({jobs} at a time)") as bar:
-        for _ in todo:
-            record = done.get()
-            if isinstance(record, BaseException):
-                raise record
-            result.graded.append(record)
-            bar.write(summary_line(record), file=sys.stdout)
-            bar.update()
+        where = cluster.DaskSlots(scheduler, jobs if local_cluster else None, sandboxed)
+    else:
+        found, path, measured = machine_ceilings(course)
+        print(f"this machine's ceilings ({path.relative_to(course.root)}"
+              f"{f', measured in {found.seconds:.1f} s' if measured else ''}): "
+              f"{ceilings.summary(found)}", flush=True)
+        where = LocalSlots(course, jobs)
+    granted = task.extensions(course)
+    inputs = {s: task.submission_inputs(course, s, granted.get(s)) for s in todo}
+    shared = task.course_files(course, _overrides(time_limit, sandboxed), timeout)
+    with where:
+        result.sandbox_uids = where.sandbox_uids
+        with tqdm(total=len(todo), unit="submission", disable=not progress, file=sys.stderr,
+                  desc=f"grading ({where.description})") as bar:
+            for outputs in where.run(shared, list(inputs.values())):
+                record = record_outputs(course, inputs[outputs.student], outputs, basis)
+                result.graded.append(record)
+                bar.write(summary_line(record), file=sys.stdout)
+                bar.update()
     result.graded.sort(key=lambda r: r.student)
     return result
 
@@ -454,6 +443,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sandbox", dest="sandboxed", action="store_false",
                         help="run student code without the bubblewrap sandbox (only for "
                              "submissions you trust, or where bubblewrap cannot run)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="grade on the Dask cluster whose scheduler is at ADDRESS (e.g. "
+                             "tcp://grader1:8786), one task per submission (default: "
+                             "c.DaskGrading.scheduler in nbgrader_config.py; none: this machine)")
+    parser.add_argument("--cluster", choices=["local"], default=None,
+                        help="'local': start a Dask LocalCluster of --jobs single-threaded "
+                             "workers on this machine and grade on it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -462,8 +458,13 @@ def run(args: argparse.Namespace) -> int:
     if not course.submitted_students():
         print("nothing to grade: submitted/ is empty (run `python -m autograder collect PATH`)")
         return 0
+    scheduler = args.scheduler or configured_scheduler(course)
+    if scheduler and args.cluster:
+        raise CourseError("--scheduler and --cluster local exclude each other: grade on an "
+                          "existing cluster, or on a local one")
     result = grade_batch(course, args.students, args.jobs, args.force, args.timeout,
-                         args.time_limit, args.sandboxed, progress=not args.quiet)
+                         args.time_limit, args.sandboxed, progress=not args.quiet,
+                         scheduler=scheduler, local_cluster=args.cluster == "local")
     failed = [r for r in result.graded if not r.ok]
     print(f"graded {len(result.graded) - len(failed)}, failed {len(failed)}, "
           f"already graded {len(result.skipped)}")

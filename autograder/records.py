@@ -43,6 +43,7 @@ class GradingRecord:
     machine: dict = field(default_factory=dict)   # machine.describe() of where it was graded
     answers: dict = field(default_factory=dict)   # written answer id -> sha256 of its text
     answers_changed: list = field(default_factory=list)   # hand-graded ones whose text changed
+    worker: str = ""         # the grading slot that graded it (a local job, a Dask worker)
 
     @property
     def ok(self) -> bool:
