@@ -51,25 +51,64 @@ class GradingBasis:
     """Fingerprints of what decides a verdict besides the submission itself."""
     tests: str     # the assignment's cells in the gradebook (sources, points) and its due date
     grader: str    # the grader's verdict code, the course's nbgrader_config.py, package versions
+    test_cells: dict = field(default_factory=dict)   # assignment_cells: which of them changed
 
 
-def _assignment_fingerprint(course: Course) -> str:
+DUE_DATE = "the due date"
+
+
+def assignment_cells(course: Course) -> dict[str, str]:
+    """What the gradebook holds of the assignment, a digest per cell (sources, points) and one for
+    the due date: the tests a grade was given under. Empty before the first release."""
     from nbgrader.api import MissingEntry
 
-    digest = hashlib.sha256()
+    found: dict[str, str] = {}
     with open_gradebook(course) as gb:
         try:
             assignment = gb.find_assignment(course.assignment)
         except MissingEntry:
-            return ""
-        digest.update(str(assignment.duedate).encode())
-        for notebook in sorted(assignment.notebooks, key=lambda nb: nb.name):
-            cells = [("source", c.name, c.cell_type, c.locked, c.source)
-                     for c in notebook.source_cells]
-            cells += [("grade", c.name, c.cell_type, c.max_score) for c in notebook.grade_cells]
-            digest.update(json.dumps([notebook.name, sorted(cells, key=str)],
-                                     default=str).encode())
-    return digest.hexdigest()
+            return {}
+        found[DUE_DATE] = str(assignment.duedate)
+        for notebook in assignment.notebooks:
+            parts: dict[str, list] = {}
+            for c in notebook.source_cells:
+                parts.setdefault(c.name, []).append(("source", c.cell_type, c.locked, c.source))
+            for c in notebook.grade_cells:
+                parts.setdefault(c.name, []).append(("grade", c.cell_type, c.max_score))
+            for name, value in parts.items():
+                key = name if len(assignment.notebooks) == 1 else f"{notebook.name}/{name}"
+                found[key] = hashlib.sha256(json.dumps(sorted(value, key=str), default=str)
+                                            .encode()).hexdigest()
+    return found
+
+
+def _digest(cells: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest() if cells else ""
+
+
+def source_drift(course: Course) -> list[str]:
+    """Cells in which source/ and the gradebook (the assignment as last released) disagree: the
+    text of a cell the student cannot edit, or any cell's points. Grading uses the gradebook's."""
+    import nbformat
+    from nbgrader.api import MissingEntry
+
+    nb = nbformat.read(course.source_notebook, as_version=4)
+    source = {grade_id(c): c for c in nb.cells if grade_id(c)}
+    with open_gradebook(course) as gb:
+        try:
+            notebook = gb.find_notebook(Path(course.notebook).stem, course.assignment)
+        except MissingEntry:
+            return []
+        held = {c.name: c for c in notebook.source_cells}
+        points = {c.name: c.max_score for c in notebook.grade_cells}
+    differ = set(source) ^ set(held)
+    for name in set(source) & set(held):
+        cell, meta = source[name], nbgrader_metadata(source[name])
+        if float(meta.get("points") or 0) != float(points.get(name) or 0):
+            differ.add(name)
+        elif not meta.get("solution") and cell.source.strip() != (held[name].source or "").strip():
+            differ.add(name)
+    return sorted(differ)
 
 
 # nbgrader settings that cannot change a verdict: where the exchange is, the course's id and
@@ -113,7 +152,8 @@ def _grader_fingerprint(course: Course) -> str:
 
 
 def grading_basis(course: Course) -> GradingBasis:
-    return GradingBasis(_assignment_fingerprint(course), _grader_fingerprint(course))
+    cells = assignment_cells(course)
+    return GradingBasis(_digest(cells), _grader_fingerprint(course), cells)
 
 
 def why_not_current(record: GradingRecord | None, submission: str,
@@ -126,7 +166,15 @@ def why_not_current(record: GradingRecord | None, submission: str,
     if record.fingerprint != submission:
         return "the submission changed"
     if record.tests != basis.tests:
-        return "the tests changed (release)"
+        before, now = record.test_cells or {}, basis.test_cells
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if not before or not changed:
+            return "the tests changed (release)"
+        cells = [k for k in changed if k != DUE_DATE]
+        if len(cells) > 4:
+            cells = cells[:3] + [f"{len(cells) - 3} more"]
+        parts = [f"the tests changed (release): {', '.join(cells)}"] if cells else []
+        return " and ".join(parts + (["the due date changed"] if DUE_DATE in changed else []))
     if record.grader != basis.grader:
         return "the grader changed"
     return None
@@ -301,7 +349,8 @@ def record_outputs(course: Course, inputs: task.SubmissionInputs, outputs: task.
     record = GradingRecord(student=student, fingerprint=digest, status=outputs.status,
                            reason=outputs.reason, seconds=outputs.seconds,
                            finished_at=time.time(), tests=basis.tests, grader=basis.grader,
-                           machine=outputs.machine, answers=answers, worker=outputs.worker)
+                           machine=outputs.machine, answers=answers, worker=outputs.worker,
+                           test_cells=basis.test_cells)
     if outputs.status == Status.GRADED:
         _merge_into_gradebook(course, student, outputs.submission)
         record.score, record.max_score = _autograde_scores(course, student)
@@ -391,6 +440,12 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
                               "grader's rights; pass --no-sandbox only if you trust every "
                               "submission")
     ensure_gradebook(course)
+    drift = source_drift(course)
+    if drift:
+        print(f"warning: {course.source_notebook.relative_to(course.root)} differs from the "
+              f"gradebook in {', '.join(drift)}: grading uses the tests as last released; run "
+              f"`python -m autograder release` first to grade with the edited ones",
+              file=sys.stderr, flush=True)
     basis = grading_basis(course)
     reasons = pending(course, students, force, basis)
     todo = list(reasons)

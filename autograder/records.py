@@ -44,6 +44,7 @@ class GradingRecord:
     answers: dict = field(default_factory=dict)   # written answer id -> sha256 of its text
     answers_changed: list = field(default_factory=list)   # hand-graded ones whose text changed
     worker: str = ""         # the grading slot that graded it (a local job, a Dask worker)
+    test_cells: dict = field(default_factory=dict)   # grade.assignment_cells when it was graded
 
     @property
     def ok(self) -> bool:

@@ -71,24 +71,34 @@ def test_after_a_release_that_changes_the_tests_everyone_graded_with_them_is_reg
     stricter = "assert False, 'a stricter hidden test'\n### END HIDDEN TESTS"
     cell.source = cell.source.replace("### END HIDDEN TESTS", stricter)
     nbformat.write(nb, course.source_notebook)
+    # Not released yet: grade says so, names the cell, and grades with the gradebook's tests.
+    early = _cli_grade(course)
+    assert early.returncode == 0, early.stderr
+    assert ("acceleration.ipynb differs from the gradebook in naive_correct: grading uses the "
+            "tests as last released") in early.stderr, early.stderr
+    assert "already graded 3" in early.stdout and pending(course) == {}
     released = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course.root),
                                "release"], cwd=REPO_ROOT, env=tool_environment(), text=True,
                               capture_output=True)
     assert released.returncode == 0, released.stderr
-    assert pending(course) == {s: "the tests changed (release)" for s in COHORT}
+    assert pending(course) == {s: "the tests changed (release): naive_correct" for s in COHORT}
 
     # A regrade interrupted after one student leaves the others to the next run.
     first = _cli_grade(course, "1001")
     assert first.returncode == 0 and "1 submission(s) (1: asked for)" in first.stdout
-    assert pending(course) == {"1002": "the tests changed (release)",
-                               "1003": "the tests changed (release)"}
+    assert pending(course) == {"1002": "the tests changed (release): naive_correct",
+                               "1003": "the tests changed (release): naive_correct"}
     rest = _cli_grade(course)
     assert rest.returncode == 0, rest.stderr
-    assert "grading 2 submission(s) (2: the tests changed (release))" in rest.stdout
+    assert "grading 2 submission(s) (2: the tests changed (release): naive_correct)" in rest.stdout
+    assert "differs from the gradebook" not in rest.stderr
     assert "already graded 1" in rest.stdout
     # The new verdicts: naive_correct (10 points) now fails for those who had it.
     assert _scores(course) == {"1001": 70, "1002": 18, "1003": 0}
     assert pending(course) == {}
+    # A new due date is named as such.
+    course.nbgrader("db", "assignment", "add", course.assignment, "--duedate=2030-01-01 12:00 UTC")
+    assert pending(course) == {s: "the due date changed" for s in COHORT}
 
 
 def test_named_students_and_force(graded_course, tmp_path):
