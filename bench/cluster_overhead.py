@@ -45,6 +45,8 @@ def _grade(course: Course, *args: str) -> float:
 def _start_cluster(folder: Path, workers: int) -> tuple[str, list[subprocess.Popen]]:
     dask = str(Path(sys.executable).parent / "dask")
     info = folder / "scheduler.json"
+    env = tool_environment()
+    env["PYTHONPATH"] = str(REPO_ROOT)         # this checkout's grader on every worker
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--no-dashboard", "--scheduler-file", str(info)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -55,7 +57,7 @@ def _start_cluster(folder: Path, workers: int) -> tuple[str, list[subprocess.Pop
     address = json.loads(info.read_text())["address"]
     for n in range(workers):
         procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-nanny",
-                                       "--no-dashboard", "--host", "127.0.0.1"],
+                                       "--no-dashboard", "--host", "127.0.0.1"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True))
     from distributed import Client

@@ -43,9 +43,12 @@ class Processes:
         self.started: list[subprocess.Popen] = []
 
     def start(self, argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+        if env is None:     # this checkout's grader, whatever else the venv has installed
+            env = tool_environment()
+            env["PYTHONPATH"] = str(REPO_ROOT)
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
-                                    env=env or tool_environment(), start_new_session=True)
+                                    env=env, start_new_session=True)
         self.started.append(proc)
         return proc
 
