@@ -3,31 +3,18 @@
 This is the first stage of the pipeline (collect -> grade -> feedback -> export -> report). It reads one
 of three inputs and leaves, for every student it can place, exactly what `nbgrader autograde` expects:
 
-* a Canvas "Download Submissions" zip. Canvas (lib/content_zipper.rb) names every uploaded file
-  `{lastfirst}[_LATE]_{user_id}_{attachment_id}_{display name}` in a flat zip, where `lastfirst` is the
-  student's sortable name lower-cased with everything but letters, digits and `_` removed, and `LATE` is
-  Canvas's own verdict (it knows per-student due dates); old Canvas wrote `{last--first}-late_{id}_...`.
-  A file uploaded again under the same name is renamed `<name>-1.ipynb`, `-2`, ... Student id:
-  the Canvas user id. Downloads with anonymous grading on name files `anon_{id}_...` and are refused.
-* a Moodle assignment "Download all submissions" zip (mod/assign). Every file of a participant sits in a
-  folder `{Full Name}_{participant id}_assignsubmission_file/` (Moodle 4.1+) or
-  `{Full Name}_{participant id}_assignsubmission_file_/` (Moodle 3.1-4.0), or, with "download submissions
-  in folders" off (and before 3.1), is flat: `{Full Name}_{participant id}_assignsubmission_file_{name}`.
-  Moodle replaces `_` in names by spaces, so the first `_` ends the name. Student id: the participant id.
-* a plain folder: `DIR/<student>.ipynb`, `DIR/<student>/<any>.ipynb`, or nbgrader's own
-  `DIR/<student>/<assignment>/<notebook>` (with its `timestamp.txt`). Student id: the name, in
-  ASCII letters, digits and `. _ @ + -` (the one rule of `lms.is_student_id`, which export keeps too).
+* a Canvas "Download Submissions" zip (`sources.canvas`),
+* a Moodle assignment "Download all submissions" zip (`sources.moodle`),
+* a plain folder, one notebook or folder per student (`sources.folder`).
 
-Neither LMS records when a file was submitted inside its zip: both stamp every entry with the time the
-zip was built (rubyzip's and ZipStream's default). So for LMS downloads no `timestamp.txt` is written and
-the submission time is reported as unknown; Canvas's LATE mark is kept in the report and in the roster
-(`collected/roster.csv`). For folders the time is nbgrader's `timestamp.txt` when there is one, otherwise
-the notebook's modification time, written as `timestamp.txt` so nbgrader's late-penalty plugin applies.
-
-File names are parsed by nbgrader's own zip_collect collector (`FileNameCollectorPlugin` with a
-`named_regexp`). nbgrader's extractor plugin is not used: it silently drops unsafe entries, unpacks
-archives students uploaded (one broken upload would abort the whole class), and keeps no entry metadata;
-here every entry is checked and each refusal gets a reason.
+Each source turns its input into the same candidates (`sources.candidates`); this stage decides
+per student, installs, records the students in the gradebook and keeps the roster. Neither LMS
+records when a file was submitted inside its zip: both stamp every entry with the time the zip
+was built (rubyzip's and ZipStream's default). So for LMS downloads no `timestamp.txt` is written
+and the submission time is reported as unknown, and lateness is not detected for Moodle at all;
+Canvas's LATE mark is kept in the report and in the roster (`collected/roster.csv`). For folders
+the time is nbgrader's `timestamp.txt` when there is one, otherwise the notebook's modification
+time, written as `timestamp.txt` so nbgrader's late-penalty plugin applies.
 
 Nothing is guessed and nothing is lost: a file that cannot be placed is listed with the reason and not
 imported; a student with two different notebooks gets neither; re-importing the same file changes nothing
@@ -39,67 +26,33 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
-import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
-import warnings
-import zipfile
-import zlib
 from contextlib import contextmanager
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
-
-import nbformat
 
 from .course import Course
 from .files import write_atomic
 from .gradebook import GradebookError, open_gradebook
-from .lms import ID_RULE, Lms, is_student_id, sort_key
+from .lms import Lms, sort_key
+from .sources import canvas, folder, moodle, zips
+from .sources.candidates import (TIMESTAMP_FILE, TIMESTAMP_FORMAT, Candidate, CollectError,
+                                 Rejected, is_notebook_name, notebook_problem,
+                                 read_timestamp_file, utc)
 
 if TYPE_CHECKING:  # nbgrader is imported where it is used: it takes seconds to load
     from nbgrader.api import Gradebook
-    from nbgrader.plugins import FileNameCollectorPlugin
 
 NEW, REPLACED, UNCHANGED = "new", "replaced", "unchanged"
 CANVAS, MOODLE, FOLDER = Lms.CANVAS, Lms.MOODLE, Lms.FOLDER
 LMS_CHOICES = ("auto", *(lms.value for lms in Lms))
-
-TIMESTAMP_FILE = "timestamp.txt"
-TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f UTC"
-MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024
-
-CANVAS_REGEXP = (r"^(?P<name>[^/]*?)(?P<late>_LATE|-late)?"
-                 r"_(?P<student_id>[0-9]+)_(?P<attachment_id>[0-9]+)_(?P<file_id>[^/]+)$")
-CANVAS_ANONYMOUS_REGEXP = r"^(?:LATE_)?anon_"
-MOODLE_REGEXP = (r"^(?P<name>[^/_]+)_(?P<student_id>[0-9]+)_assignsubmission_(?P<plugin>[a-z0-9]+)"
-                 r"(?:_?/(?:[^/]+/)*|_)(?P<file_id>[^/]+)$")
-PATTERNS = {
-    CANVAS: "lastfirst[_LATE]_<user id>_<file id>_<file name>",
-    MOODLE: "<Full Name>_<participant id>_assignsubmission_file[_]/<file name>",
-}
-MOODLE_BLIND_NAME = "Participant"
-
-_nbgrader_log = logging.getLogger(__name__ + ".nbgrader")
-_nbgrader_log.addHandler(logging.NullHandler())
-_nbgrader_log.propagate = False
-
-
-class CollectError(Exception):
-    """An input as a whole, or the gradebook, cannot be used: `path` says which, `reason` why."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
 
 @dataclass(frozen=True)
 class Imported:
@@ -117,15 +70,6 @@ class Imported:
     late: bool | None
     status: str
     previous: Path | None = None
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A file that was not imported, and why."""
-
-    file: str
-    reason: str
-    student: str | None = None
 
 
 @dataclass
@@ -210,276 +154,13 @@ def read_roster(course: Course) -> dict[str, RosterEntry]:
 
 
 # ------------------------------------------------------------------------------------------------
-# reading the inputs
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class _Candidate:
-    student: str
-    source_file: str
-    data: bytes
-    timestamp: datetime | None
-    late: bool | None
-    display: str = ""
-    first_name: str | None = None
-    last_name: str | None = None
-    name_is_exact: bool = False
-    lms_user_id: str | None = None
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-
-def _collector(lms: str) -> FileNameCollectorPlugin:
-    from nbgrader.plugins import FileNameCollectorPlugin
-
-    regexp = CANVAS_REGEXP if lms == CANVAS else MOODLE_REGEXP
-    return FileNameCollectorPlugin(named_regexp=regexp, valid_ext=[".ipynb", ".IPYNB"],
-                                   log=_nbgrader_log)
-
-
-def _is_notebook_name(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() == ".ipynb"
-
-
-def _not_a_notebook(name: str) -> str:
-    ext = PurePosixPath(name).suffix
-    return f"not a notebook ({ext or 'no extension'}): only .ipynb files are graded"
-
-
-def _hidden(part: str) -> bool:
-    return part.startswith(".") or part == "__MACOSX"
-
-
-def _notebook_problem(data: bytes) -> str | None:
-    """Why `data` is not a notebook nbgrader can grade, or None."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return "not a valid notebook: not UTF-8 text"
-    captured: dict = {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            nb = nbformat.reads(text, as_version=4, capture_validation_error=captured)
-            nbformat.validate(nb)
-    except nbformat.reader.NotJSONError:
-        return "not a valid notebook: the file is not JSON (truncated or damaged upload?)"
-    except Exception as exc:  # nbformat raises many types for malformed input
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"not a valid notebook: {first[:160]}"
-    if captured.get("ValidationError") is not None:
-        return "not a valid notebook: it does not follow the notebook format"
-    return None
-
-
-def _entry_name(info: zipfile.ZipInfo) -> str:
-    name = info.filename
-    if not info.flag_bits & 0x800:
-        try:
-            name = name.encode("cp437").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            pass
-    return name
-
-
-def _unsafe(name: str) -> str | None:
-    if "\x00" in name:
-        why = "NUL byte in name"
-    elif name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        why = "absolute path"
-    elif "\\" in name:
-        why = "backslash in path"
-    elif ".." in name.split("/"):
-        why = "'..' in path"
-    else:
-        return None
-    return f"unsafe path in the zip ({why}): not extracted"
-
-
-def _is_symlink(info: zipfile.ZipInfo) -> bool:
-    return info.create_system == 3 and (info.external_attr >> 16) & 0o170000 == 0o120000
-
-
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise CollectError(path, f"not a readable zip file ({exc}); download it again") from exc
-    except OSError as exc:
-        raise CollectError(path, f"cannot be read: {exc.strerror or exc}") from exc
-    try:
-        bad = zf.testzip()
-    except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
-            ValueError) as exc:
-        zf.close()
-        raise CollectError(path, f"the zip is damaged or uses an unsupported feature ({exc}); "
-                                 "download it again") from exc
-    if bad is not None:
-        zf.close()
-        raise CollectError(path, f"the zip is damaged: entry {bad!r} fails its checksum; "
-                                 "download it again")
-    return zf
-
-
-def _detect_lms(path: Path, names: list[str]) -> str:
-    canvas = sum(1 for n in names if re.match(CANVAS_REGEXP, n) or re.match(CANVAS_ANONYMOUS_REGEXP, n))
-    moodle = sum(1 for n in names if re.match(MOODLE_REGEXP, n))
-    if canvas == moodle == 0:
-        sample = ", ".join(repr(n) for n in names[:3]) or "no files"
-        raise CollectError(path, "not a Canvas or Moodle submissions download: no file in it is named "
-                                 f"like {PATTERNS[CANVAS]} (Canvas) or {PATTERNS[MOODLE]} (Moodle); "
-                                 f"found {sample}")
-    return MOODLE if moodle >= canvas else CANVAS
-
-
-def _split_moodle_name(full: str) -> tuple[str | None, str | None]:
-    full = " ".join(full.split())
-    if not full or full == MOODLE_BLIND_NAME:
-        return None, None
-    first, _, last = full.rpartition(" ")
-    return (first or None), last
-
-
-def _read_zip(path: Path, lms: str) -> tuple[str, list[_Candidate], list[Rejected]]:
-    rejected: list[Rejected] = []
-    candidates: list[_Candidate] = []
-    with _open_zip(path) as zf:
-        entries: list[tuple[str, zipfile.ZipInfo]] = []
-        for info in zf.infolist():
-            name = _entry_name(info)
-            if info.is_dir():
-                continue
-            problem = _unsafe(name)
-            if problem:
-                rejected.append(Rejected(name, problem))
-            elif any(_hidden(part) for part in name.split("/")):
-                continue
-            elif _is_symlink(info):
-                rejected.append(Rejected(name, "symbolic link in the zip: not extracted"))
-            else:
-                entries.append((name, info))
-        if lms == "auto":
-            lms = _detect_lms(path, [n for n, _ in entries])
-        label = Lms(lms).label
-        plugin = _collector(lms)
-        for name, info in entries:
-            if not _is_notebook_name(name):
-                rejected.append(Rejected(name, _not_a_notebook(name)))
-                continue
-            parsed = plugin.collect(name)
-            if not parsed:
-                if lms == CANVAS and re.match(CANVAS_ANONYMOUS_REGEXP, name):
-                    reason = ("anonymous grading is on, so Canvas does not say whose file this is; "
-                              "download again with anonymous grading off")
-                else:
-                    reason = f"name does not match the {label} download pattern {PATTERNS[lms]}"
-                rejected.append(Rejected(name, reason))
-                continue
-            student = parsed["student_id"]
-            if info.file_size > MAX_NOTEBOOK_BYTES:
-                size = f"{info.file_size // 2**20} MB"
-                rejected.append(Rejected(name, f"too large for a notebook ({size})", student))
-                continue
-            display = " ".join((parsed.get("name") or "").split())
-            if lms == CANVAS:
-                candidate = _Candidate(student, name, zf.read(info), None, bool(parsed.get("late")),
-                                       display=display, last_name=display or None,
-                                       lms_user_id=student)
-            else:
-                first, last = _split_moodle_name(display)
-                candidate = _Candidate(student, name, zf.read(info), None, None,
-                                       display="" if last is None else display, first_name=first,
-                                       last_name=last, name_is_exact=last is not None)
-            candidates.append(candidate)
-    return lms, candidates, rejected
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-
-
-def _read_timestamp_file(path: Path) -> datetime:
-    """nbgrader's timestamp.txt as an aware UTC datetime; ValueError when unreadable."""
-    text = path.read_text(encoding="utf-8", errors="replace").strip()
-    if not text:
-        raise ValueError("empty")
-    try:
-        from nbgrader.utils import parse_utc
-
-        return _utc(parse_utc(text))
-    except (ValueError, OverflowError, TypeError) as exc:
-        raise ValueError(text[:40]) from exc
-
-
-def _read_folder(root: Path, assignment: str,
-                 notebook: str) -> tuple[list[_Candidate], list[Rejected]]:
-    candidates: list[_Candidate] = []
-    rejected: list[Rejected] = []
-    reserved = {assignment, PurePosixPath(notebook).stem}
-
-    def bad_student(student: str, what: str) -> str | None:
-        if student in reserved:
-            return (f"{what} is named like the assignment, not like a student: point collect at the "
-                    "folder that holds one entry per student")
-        if not is_student_id(student):
-            return f"{what} {student!r} is not usable as a student id ({ID_RULE})"
-        return None
-
-    def add(path: Path, student: str) -> None:
-        rel = path.relative_to(root).as_posix()
-        stamp_file = path.parent / TIMESTAMP_FILE
-        if stamp_file.is_file():
-            try:
-                timestamp = _read_timestamp_file(stamp_file)
-            except (ValueError, OSError) as exc:
-                rejected.append(Rejected(rel, f"its {TIMESTAMP_FILE} cannot be read ({exc}); fix or "
-                                              "remove it", student))
-                return
-        else:
-            timestamp = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-        candidates.append(_Candidate(student, rel, path.read_bytes(), timestamp, None))
-
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if _hidden(entry.name):
-            continue
-        if entry.is_symlink():
-            rejected.append(Rejected(entry.name, "symbolic link: not followed"))
-        elif entry.is_file():
-            if not _is_notebook_name(entry.name):
-                rejected.append(Rejected(entry.name, _not_a_notebook(entry.name)))
-            elif problem := bad_student(entry.stem, "the file"):
-                rejected.append(Rejected(entry.name, problem))
-            else:
-                add(entry, entry.stem)
-        elif entry.is_dir():
-            if problem := bad_student(entry.name, "the folder"):
-                rejected.append(Rejected(entry.name + "/", problem))
-                continue
-            for dirpath, dirnames, filenames in os.walk(entry):
-                dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-                for fname in sorted(filenames):
-                    path = Path(dirpath) / fname
-                    rel = path.relative_to(root).as_posix()
-                    if _hidden(fname) or fname == TIMESTAMP_FILE:
-                        continue
-                    if path.is_symlink():
-                        rejected.append(Rejected(rel, "symbolic link: not followed", entry.name))
-                    elif not _is_notebook_name(fname):
-                        rejected.append(Rejected(rel, _not_a_notebook(fname), entry.name))
-                    else:
-                        add(path, entry.name)
-    return candidates, rejected
-
-
-# ------------------------------------------------------------------------------------------------
 # deciding, per student
 # ------------------------------------------------------------------------------------------------
-def _choose(candidates: list[_Candidate], rejected: list[Rejected]) -> list[_Candidate]:
+def _choose(candidates: list[Candidate], rejected: list[Rejected]) -> list[Candidate]:
     """One valid notebook per student; invalid, duplicate and ambiguous ones go to `rejected`."""
-    valid: dict[str, list[_Candidate]] = {}
+    valid: dict[str, list[Candidate]] = {}
     for cand in candidates:
-        problem = _notebook_problem(cand.data)
+        problem = notebook_problem(cand.data)
         if problem:
             rejected.append(Rejected(cand.source_file, problem, cand.student))
         else:
@@ -531,7 +212,7 @@ def _existing_timestamp(folder: Path) -> datetime | None | str:
     if not path.is_file():
         return None
     try:
-        return _read_timestamp_file(path)
+        return read_timestamp_file(path)
     except (ValueError, OSError):
         return "unreadable"
 
@@ -548,7 +229,7 @@ def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def _install(course: Course, cand: _Candidate, staging: Path) -> tuple[str, Path | None]:
+def _install(course: Course, cand: Candidate, staging: Path) -> tuple[str, Path | None]:
     """Put one notebook (and its timestamp) in place; return its status and where the old copy went."""
     target = course.submitted_dir(cand.student)
     if not _inside(target.parent, course.root / "submitted"):
@@ -598,10 +279,10 @@ def _due_date(gb: "Gradebook", assignment: str) -> datetime | None:
         due = gb.find_assignment(assignment).duedate
     except MissingEntry:
         return None
-    return None if due is None else _utc(due)
+    return None if due is None else utc(due)
 
 
-def _record_students(gb: "Gradebook", candidates: list[_Candidate], where: Path) -> None:
+def _record_students(gb: "Gradebook", candidates: list[Candidate], where: Path) -> None:
     """Create every student seen in the input in nbgrader's gradebook, with the LMS's name for them.
 
     Moodle's full name is stored split at its last space (first name(s), last name), so that
@@ -611,7 +292,7 @@ def _record_students(gb: "Gradebook", candidates: list[_Candidate], where: Path)
     from nbgrader.api import InvalidEntry, MissingEntry
     from sqlalchemy.exc import SQLAlchemyError
 
-    people: dict[str, _Candidate] = {}
+    people: dict[str, Candidate] = {}
     for cand in candidates:
         people.setdefault(cand.student, cand)
     for student in sorted(people, key=sort_key):
@@ -637,7 +318,7 @@ def _record_students(gb: "Gradebook", candidates: list[_Candidate], where: Path)
                                       f"not be recorded in the gradebook: {exc}") from exc
 
 
-def _update_roster(course: Course, report: CollectReport, chosen: dict[str, _Candidate]) -> None:
+def _update_roster(course: Course, report: CollectReport, chosen: dict[str, Candidate]) -> None:
     roster = read_roster(course)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     changed = False
@@ -686,14 +367,14 @@ def collect(course: Course, path: str | Path, lms: str = "auto") -> CollectRepor
         if _inside(path, course.root / "submitted") or _inside(course.root / "submitted", path):
             raise CollectError(path, "is (or holds) the course's own submitted/ folder; "
                                      "collect from a copy")
-        candidates, rejected = _read_folder(path, course.assignment, course.notebook)
+        candidates, rejected = folder.read_folder(path, course.assignment, course.notebook)
     else:
         if lms == FOLDER:
             raise CollectError(path, "is a file, not a folder")
-        if _is_notebook_name(path.name):
+        if is_notebook_name(path.name):
             raise CollectError(path, "is a single notebook: put it in a folder as <student id>.ipynb "
                                      "and collect the folder")
-        lms, candidates, rejected = _read_zip(path, lms)
+        lms, candidates, rejected = zips.read_zip(path, lms)
 
     report = CollectReport(source=path, lms=lms, rejected=rejected, assignment=course.assignment)
     chosen = _choose(candidates, report.rejected)
@@ -728,6 +409,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Import submissions from a Canvas 'Download Submissions' zip, a Moodle "
                           "'Download all submissions' zip, or a folder (one <student>/ or "
                           "<student>.ipynb per student) into nbgrader's submitted/ folder.")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = f"""what PATH may be:
+  Canvas  Assignment > Download Submissions: a flat zip of
+          {canvas.PATTERN}
+          (LATE is Canvas's own mark; anonymous grading must be off). No times in the zip:
+          work marked LATE is stamped one second past the gradebook's due date.
+  Moodle  Assignment > View all submissions > Download all submissions: a zip of
+          {moodle.PATTERN}
+          (in folders or flat). No times and no late mark in the zip: lateness is not
+          detected for Moodle downloads.
+  folder  <student>.ipynb, <student>/<any>.ipynb or <student>/<assignment>/<notebook>
+          (nbgrader's layout); the time is its timestamp.txt, else the file's mtime.
+Re-running is safe: unchanged files stay, changed ones replace the old copy, which is kept in
+{_PREVIOUS}/."""
     parser.add_argument("path", type=Path, help="the downloaded zip, or a folder of submissions")
     parser.add_argument("--lms", choices=LMS_CHOICES, default="auto",
                         help="what PATH is (default: decided from its contents)")

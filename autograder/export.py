@@ -68,7 +68,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -79,6 +78,7 @@ import nbformat
 
 from . import files
 from .collect import read_roster
+from .sources import canvas, moodle
 from .course import Course
 from .gradebook import open_gradebook
 from .grade import GradingBasis, fingerprint, grading_basis, why_not_current
@@ -91,18 +91,11 @@ from .results import StudentResult, load_cohort
 CANVAS, MOODLE, PLAIN = Lms.CANVAS.value, Lms.MOODLE.value, "csv"
 FORMATS = (CANVAS, MOODLE, PLAIN)
 STDOUT = "-"
-CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
-CANVAS_POINTS_POSSIBLE = "Points Possible"
-CANVAS_TITLE_AND_ID = re.compile(r"\A(.*)\s\((\d+)\)\Z", re.S)
-CANVAS_RESERVED = ("Student", "LastName", "FirstName", "ID", "SIS User ID", "SIS Login ID", "Section",
-                   "Integration ID", "Root Account")
-CANVAS_NOT_ASSIGNMENTS = ("Current Score", "Current Points", "Current Grade", "Final Score",
-                          "Final Points", "Final Grade", "Override Score", "Override Grade",
-                          "Override Status")
-
-MOODLE_PARTICIPANT = "Participant "
-MOODLE_COLUMNS = ("Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade",
-                  "Grade can be changed", "Last modified (submission)", "Last modified (grade)")
+# Each LMS's gradebook format is kept beside its download format (autograder/sources/).
+CANVAS_STUDENT_COLUMNS, CANVAS_POINTS_POSSIBLE = canvas.STUDENT_COLUMNS, canvas.POINTS_POSSIBLE
+CANVAS_TITLE_AND_ID, CANVAS_RESERVED = canvas.TITLE_AND_ID, canvas.RESERVED_COLUMNS
+CANVAS_NOT_ASSIGNMENTS = canvas.TOTAL_COLUMNS
+MOODLE_PARTICIPANT, MOODLE_COLUMNS = moodle.PARTICIPANT, moodle.COLUMNS
 
 PLAIN_ID_COLUMNS = ("student_id", "name", "status")
 PLAIN_TOTAL_COLUMNS = ("auto_total", "written_total", "late_penalty", "total", "max")
