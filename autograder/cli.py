@@ -15,6 +15,7 @@ COMMANDS = [
     ("feedback", "feedback", "write per-student HTML feedback from the gradebook"),
     ("export", "export", "write the grades as a Canvas, Moodle or plain CSV file"),
     ("report", "report", "write the cohort report (HTML with plots)"),
+    ("watch", "watch", "grade submissions as they arrive (nbgrader exchange, drop folder), hand back feedback"),
     ("gradescope", "gradescope.build", "build the Gradescope autograder zip"),
     ("calibrate", "calibrate", "check the timing thresholds on this machine (reference vs slow variants)"),
     ("demo", "demo", "run the whole pipeline on the bundled demo submissions"),

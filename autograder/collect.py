@@ -376,7 +376,14 @@ def collect(course: Course, path: str | Path, lms: str = "auto") -> CollectRepor
                                      "and collect the folder")
         lms, candidates, rejected = zips.read_zip(path, lms)
 
-    report = CollectReport(source=path, lms=lms, rejected=rejected, assignment=course.assignment)
+    return intake(course, path, lms, candidates, rejected)
+
+
+def intake(course: Course, source: Path, lms: str, candidates: list[Candidate],
+           rejected: list[Rejected]) -> CollectReport:
+    """Decide per student among what a source found, install into submitted/, record the students
+    in the gradebook and the roster: the part of collecting every source shares."""
+    report = CollectReport(source=source, lms=lms, rejected=rejected, assignment=course.assignment)
     chosen = _choose(candidates, report.rejected)
     report.rejected.sort(key=lambda r: r.file)
     display = {c.student: c.display for c in candidates}

@@ -27,6 +27,7 @@ from . import machine
 from .assignment import Assignment
 from .ceilings import Ceilings
 from .course import Course
+from .files import write_atomic
 from .outcomes import format_points
 from .performance import Performance, arithmetic_intensity, explained
 from .results import StudentResult, load_cohort
@@ -214,11 +215,19 @@ def percent(fraction: float | None) -> str:
     return f"{value:.2f}%" if value >= 0.01 else "<0.01%"
 
 
-def render(result: StudentResult, spec: Assignment) -> str:
+WITHHELD = ("failed in the hidden tests; what they say is shown after the due date (test your "
+            "function on other inputs, edge cases included)")
+
+
+def render(result: StudentResult, spec: Assignment, withhold_hidden: bool = False,
+           note: str = "") -> str:
+    """The student's page. `withhold_hidden`: before the due date, a test that failed in its
+    hidden part shows that it failed, not what the hidden test says; `note`: a line on top."""
     late = str(datetime.timedelta(seconds=round(result.seconds_late)))
     perf = result.performance
     return _template().render(
         r=result, fmt=format_points, late=late, spec=spec, perf=perf, percent=percent,
+        withhold_hidden=withhold_hidden, withheld=WITHHELD, note=note,
         pending=result.pending_parts(),
         library=LIBRARY,
         plot=speed_plot(perf, spec), roofline=data_uri(student_roofline(perf, spec)),
@@ -232,7 +241,9 @@ def feedback_path(course: Course, student: str) -> Path:
     return course.feedback_dir(student) / f"{course.assignment}.html"
 
 
-def write_feedback(course: Course, students: list[str] | None = None) -> list[Path]:
+def write_feedback(course: Course, students: list[str] | None = None,
+                   withhold_hidden: bool = False, notes: dict[str, str] | None = None
+                   ) -> list[Path]:
     """Write the page of every graded student (or those named); return the paths written."""
     written = []
     for result in load_cohort(course, students):
@@ -240,7 +251,8 @@ def write_feedback(course: Course, students: list[str] | None = None) -> list[Pa
             continue
         path = feedback_path(course, result.student)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(result, course.spec), encoding="utf-8")
+        write_atomic(path, render(result, course.spec, withhold_hidden,
+                                  (notes or {}).get(result.student, "")))
         _write_release_files(course, result.student, path.parent)
         written.append(path)
     return written

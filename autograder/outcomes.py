@@ -33,6 +33,15 @@ def timings(text: str) -> list[Timing]:
             for m in TIMING_LINE.finditer(text)]
 
 
+HIDDEN_FAILURE = "(this failure is in the cell's hidden tests)"   # a traceback line the runner adds
+
+
+def failed_in_hidden_tests(outputs) -> bool:
+    """Whether a failed test cell failed in its hidden tests (the runner marks its traceback)."""
+    return any(output.get("output_type") == "error" and HIDDEN_FAILURE in output.get("traceback", [])
+               for output in outputs)
+
+
 def failure_message(outputs) -> str:
     """What a failed test cell says, from its outputs: the error's name and message, never its
     traceback (which would show the source of hidden tests). "" when it did not fail."""

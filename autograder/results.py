@@ -16,7 +16,7 @@ import nbformat
 from .course import Course
 from .gradebook import open_gradebook
 from .notebook import grade_id, nbgrader, part_of
-from .outcomes import Timing, failure_message, timings
+from .outcomes import Timing, failed_in_hidden_tests, failure_message, timings
 from .performance import SUFFIX, Performance
 from .records import Status, read_record
 
@@ -28,6 +28,7 @@ class ScoredTest:
     score: float
     max_score: float
     message: str = ""   # why it failed, for the student; empty when it passed
+    in_hidden: bool = False   # it failed in the cell's hidden tests
 
     @property
     def part(self) -> str:
@@ -92,9 +93,10 @@ class StudentResult:
         return next((t for t in self.timings if t.name == name), None)
 
 
-def read_notebook_details(path: Path) -> tuple[dict[str, str], list[Timing]]:
-    """Failure messages by grade id, and the timing lines, of one autograded notebook."""
-    messages: dict[str, str] = {}
+def read_notebook_details(path: Path) -> tuple[dict[str, tuple[str, bool]], list[Timing]]:
+    """(failure message, failed in the hidden tests?) by grade id, and the timing lines, of one
+    autograded notebook."""
+    messages: dict[str, tuple[str, bool]] = {}
     found: list[Timing] = []
     if not path.is_file():
         return messages, found
@@ -103,7 +105,7 @@ def read_notebook_details(path: Path) -> tuple[dict[str, str], list[Timing]]:
         if cell.cell_type != "code" or not nbgrader(cell).get("grade"):
             continue
         outputs = cell.get("outputs", [])
-        messages[grade_id(cell)] = failure_message(outputs)
+        messages[grade_id(cell)] = (failure_message(outputs), failed_in_hidden_tests(outputs))
         found += timings("".join(o.get("text", "") for o in outputs
                                  if o.get("output_type") == "stream"))
     return messages, found
@@ -147,9 +149,9 @@ def load_student(course: Course, gb, student: str, order: dict[str, int]) -> Stu
             course.autograded_dir(student) / f"{notebook.name}{SUFFIX}")
         for grade in sorted(notebook.grades, key=lambda g: order.get(g.name, len(order))):
             if grade.cell.cell_type == "code":
+                message, hidden = messages.get(grade.name, ("", False))
                 result.tests.append(ScoredTest(grade.name, float(grade.score or 0),
-                                               float(grade.max_score),
-                                               messages.get(grade.name, "")))
+                                               float(grade.max_score), message, hidden))
             else:
                 pending = grade.needs_manual_grade
                 result.answers.append(WrittenAnswer(

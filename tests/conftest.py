@@ -52,3 +52,15 @@ def graded_course(tmp_path_factory) -> Course:
             gb.update_or_create_student(student, first_name=first, last_name=last,
                                         email=f"{first.lower()}@example.edu")
     return course
+
+
+@pytest.fixture
+def processes():
+    """Start processes through this; every one is killed (with its children) when the test ends."""
+    from tests.processes import Processes
+
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.stop_all()

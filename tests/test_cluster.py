@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -29,46 +27,12 @@ from autograder.demo import DEMO_ZIP, DUE_DATE
 from autograder.records import read_record
 from autograder.results import load_cohort
 from autograder.submissions import fill
+from tests.processes import Processes, descendant_runs
 
 pytestmark = pytest.mark.slow
 DASK = str(Path(sys.executable).parent / "dask")
 SCALE = Path(__file__).parent / "fixtures" / "assignments" / "scale"
 START_SECONDS = 60
-
-
-class Processes:
-    """Every process a test starts, each in a session of its own, killed with its children."""
-
-    def __init__(self):
-        self.started: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-        if env is None:     # this checkout's grader, whatever else the venv has installed
-            env = tool_environment()
-            env["PYTHONPATH"] = str(REPO_ROOT)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
-                                    env=env, start_new_session=True)
-        self.started.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
-    def stop_all(self) -> None:
-        for proc in self.started:
-            self.stop(proc)
-
-
-@pytest.fixture
-def processes():
-    found = Processes()
-    try:
-        yield found
-    finally:
-        found.stop_all()
 
 
 def _scheduler(processes: Processes, folder: Path) -> str:
@@ -186,7 +150,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing(processes, tmp_p
     processes.started.append(grading)
     # Kill the first worker while it grades: once its nbgrader process is running a submission.
     deadline = time.monotonic() + 300
-    while not _children_running(first.pid, "autograder.trusted.worker"):
+    while not descendant_runs(first.pid, "autograder.trusted.worker"):
         assert grading.poll() is None and time.monotonic() < deadline, grading.stdout.read()
         time.sleep(0.1)
     processes.stop(first)
@@ -206,25 +170,6 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing(processes, tmp_p
         s: 3.0 for s in students}
     again = cli(course, "grade", "--scheduler", address)
     assert "already graded 6" in again.stdout, again.stdout
-
-
-def _children_running(pid: int, module: str) -> bool:
-    """Whether a descendant of `pid` runs `python -m module` (the kernel's trusted worker)."""
-    parents = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    for child, parent in parents.items():
-        ancestor = parent
-        while ancestor and ancestor != pid:
-            ancestor = parents.get(ancestor, 0)
-        if ancestor == pid:
-            with contextlib.suppress(OSError):
-                if module in (Path("/proc") / str(child) / "cmdline").read_bytes().decode(
-                        errors="replace"):
-                    return True
-    return False
 
 
 def test_a_worker_of_another_grader_version_is_refused_before_any_task(processes, tmp_path):

@@ -21,7 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..assignment import Assignment
-from ..notebook import grade_id, is_implementation_cell, is_test_cell, part_of
+from ..notebook import HIDDEN_TESTS, grade_id, is_implementation_cell, is_test_cell, part_of
+from ..outcomes import HIDDEN_FAILURE
 from . import launch, profile, remote, speed
 
 MAX_STDOUT = 4000
@@ -34,6 +35,7 @@ class CellOutcome:
     error: tuple[str, str] | None = None     # (name, message) of the failure, None if it passed
     stdout: str = ""
     seconds: float = 0.0
+    in_hidden: bool = False                  # the failure was raised in the hidden tests
 
     @property
     def passed(self) -> bool:
@@ -49,7 +51,8 @@ class CellOutcome:
         if self.error:
             name, message = self.error
             outputs.append({"output_type": "error", "ename": name, "evalue": message,
-                            "traceback": [f"{name}: {message}"]})
+                            "traceback": [f"{name}: {message}"] +
+                                         ([HIDDEN_FAILURE] if self.in_hidden else [])})
         return outputs
 
 
@@ -70,6 +73,23 @@ class RunReport:
         return {"speeds": [asdict(s) for s in self.speeds],
                 "profile": self.profile.to_json() if self.profile else None,
                 "ceilings": self.ceilings}
+
+
+def _raised_in_hidden_tests(exc: BaseException, filename: str, source: str) -> bool:
+    """Whether the cell's line that raised `exc` lies in its hidden-tests region: feedback shown
+    before the due date withholds such messages."""
+    lines = source.splitlines()
+    begin = next((n for n, line in enumerate(lines, 1) if HIDDEN_TESTS[0] in line), None)
+    if begin is None:
+        return False
+    end = next((n for n, line in enumerate(lines, 1) if n > begin and HIDDEN_TESTS[1] in line),
+               len(lines) + 1)
+    raised, tb = [], exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            raised.append(tb.tb_lineno)
+        tb = tb.tb_next
+    return bool(raised) and begin < raised[-1] < end
 
 
 def _describe_failure(exc: BaseException, load_errors: dict[str, dict]) -> tuple[str, str]:
@@ -182,13 +202,15 @@ def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rule
                 report.outcomes[test] = CellOutcome(
                     test, ("RuleViolation", report.violations[part_of(test)]))
                 continue
+            in_hidden = False
             with contextlib.redirect_stdout(out):
                 try:
                     exec(compile(cell["source"], f"<{test}>", "exec"), namespace)
                 except Exception as exc:  # noqa: BLE001 - every failure is a verdict
                     error = _describe_failure(exc, loaded.errors)
+                    in_hidden = _raised_in_hidden_tests(exc, f"<{test}>", cell["source"])
             report.outcomes[test] = CellOutcome(test, error, out.getvalue(),
-                                                round(time.monotonic() - started, 3))
+                                                round(time.monotonic() - started, 3), in_hidden)
         # Then every call the tests made, timed calls included, against the same rules.
         for rule in checks:
             if rule.part not in report.violations and \
