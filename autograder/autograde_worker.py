@@ -82,9 +82,11 @@ def main(argv: list[str]) -> int:
         result = api.autograde(assignment, student, force=True, create=True)
         log = (result.get("log") or "") + "\n" + (result.get("error") or "")
         ok = bool(result.get("success"))
+        # A failed autograde has still recorded the submission (with no scores): kept, so that
+        # the course's gradebook lists the student, as nbgrader's own autograde leaves it.
         print(json.dumps({"student": student, "ok": ok, "log": log,
-                          "submission": recorded_submission(db_url, assignment, student) if ok
-                          else {}}), file=replies)
+                          "submission": recorded_submission(db_url, assignment, student)}),
+              file=replies)
     return 0
 
 

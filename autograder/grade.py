@@ -351,8 +351,12 @@ def record_outputs(course: Course, inputs: task.SubmissionInputs, outputs: task.
                            finished_at=time.time(), tests=basis.tests, grader=basis.grader,
                            machine=outputs.machine, answers=answers, worker=outputs.worker,
                            test_cells=basis.test_cells)
+    # What nbgrader recorded goes in whatever the outcome: a failed grading is listed with no
+    # scores (nbgrader's own autograde does the same); one stopped before nbgrader got that far
+    # still gets the student and an empty submission, so every submitted student is in the
+    # gradebook and exported as not graded.
+    _merge_into_gradebook(course, student, outputs.submission)
     if outputs.status == Status.GRADED:
-        _merge_into_gradebook(course, student, outputs.submission)
         record.score, record.max_score = _autograde_scores(course, student)
         record.answers_changed = keep_hand_grading(
             course, student, previous.answers if previous else {}, answers)

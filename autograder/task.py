@@ -250,7 +250,7 @@ class AutogradeWorker:
             return Status.FAILED, "the grading process died; see " + str(self.log_path), {}
         if reply["ok"]:
             return Status.GRADED, "", reply.get("submission") or {}
-        return Status.FAILED, failure_reason(reply["log"]), {}
+        return Status.FAILED, failure_reason(reply["log"]), reply.get("submission") or {}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -57,20 +57,37 @@ class Processes:
             self.stop(proc)
 
 
-def descendant_runs(pid: int, module: str) -> bool:
-    """Whether a descendant of `pid` runs `python -m module` (the kernel's trusted worker)."""
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, however deep (a process that changed its session counts)."""
     parents = {}
     for entry in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             stat = (entry / "stat").read_text()
             parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found = []
     for child, parent in parents.items():
         ancestor = parent
         while ancestor and ancestor != pid:
             ancestor = parents.get(ancestor, 0)
         if ancestor == pid:
-            with contextlib.suppress(OSError):
-                if module in (Path("/proc") / str(child) / "cmdline").read_bytes().decode(
-                        errors="replace"):
-                    return True
+            found.append(child)
+    return found
+
+
+def descendant_runs(pid: int, module: str) -> bool:
+    """Whether a descendant of `pid` runs `python -m module` (the kernel's trusted worker)."""
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            if module in (Path("/proc") / str(child) / "cmdline").read_bytes().decode(
+                    errors="replace"):
+                return True
+    return False
+
+
+def descendant_working_in(pid: int, fragment: str) -> bool:
+    """Whether a descendant of `pid` has a working directory whose path contains `fragment`."""
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            if fragment in os.readlink(f"/proc/{child}/cwd"):
+                return True
     return False

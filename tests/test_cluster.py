@@ -27,7 +27,7 @@ from autograder.demo import DEMO_ZIP, DUE_DATE
 from autograder.records import read_record
 from autograder.results import load_cohort
 from autograder.submissions import fill
-from tests.processes import Processes, descendant_runs
+from tests.processes import Processes, descendant_runs, descendant_working_in
 
 pytestmark = pytest.mark.slow
 DASK = str(Path(sys.executable).parent / "dask")
@@ -170,6 +170,48 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing(processes, tmp_p
         s: 3.0 for s in students}
     again = cli(course, "grade", "--scheduler", address)
     assert "already graded 6" in again.stdout, again.stdout
+
+
+def test_a_submission_that_kills_every_worker_it_runs_on_is_recorded_and_the_batch_goes_on(
+        processes, tmp_path):
+    """Here the test kills each worker that grades student 2002; with the scheduler's
+    allowed-failures at 1, Dask gives up after two deaths and the other students are graded."""
+    folder = tmp_path / "cluster"
+    folder.mkdir()
+    env = tool_environment()
+    env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "1"
+    info = folder / "scheduler.json"
+    processes.start([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(info)], folder / "scheduler.log", env)
+    deadline = time.monotonic() + START_SECONDS
+    while not info.exists():
+        assert time.monotonic() < deadline, (folder / "scheduler.log").read_text()
+        time.sleep(0.2)
+    address = json.loads(info.read_text())["address"]
+    workers = [_worker(processes, address, folder, f"w{n}") for n in range(3)]
+    _wait_for_workers(address, 3)
+    course = _scale_class(tmp_path / "course", ["2001", "2002", "2003"])
+    grading = subprocess.Popen([sys.executable, "-m", "autograder", "--course", str(course.root),
+                                "grade", "--scheduler", address, "--quiet"], cwd=REPO_ROOT,
+                               env=tool_environment(), text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    processes.started.append(grading)
+    killed = []
+    deadline = time.monotonic() + 300
+    while len(killed) < 2 and time.monotonic() < deadline and grading.poll() is None:
+        for worker in workers:
+            if worker not in killed and descendant_working_in(worker.pid, "/autograded/2002/"):
+                processes.stop(worker)
+                killed.append(worker)
+        time.sleep(0.1)
+    assert len(killed) == 2, "the workers grading 2002 were not found"
+    out, _ = grading.communicate(timeout=600)
+    assert grading.returncode == 0, out
+    record = read_record(course, "2002")
+    assert record.status == "failed" and "until Dask gave up on it" in record.reason, record
+    assert {s: read_record(course, s).status for s in ("2001", "2003")} == {
+        "2001": "graded", "2003": "graded"}
+    assert "graded 2, failed 1" in out, out
 
 
 def test_a_worker_of_another_grader_version_is_refused_before_any_task(processes, tmp_path):
