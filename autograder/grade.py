@@ -430,9 +430,11 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
                 force: bool = False, timeout: float = SUBMISSION_TIMEOUT,
                 time_limit: float | None = None, sandboxed: bool = True,
                 progress: bool = True, scheduler: str | None = None,
-                local_cluster: bool = False) -> BatchResult:
+                local_cluster: bool = False, on_record=None) -> BatchResult:
     """Grade what is not current. Where: `jobs` slots in this process (default), the Dask
-    cluster whose scheduler is at `scheduler`, or a `local_cluster` of `jobs` Dask workers."""
+    cluster whose scheduler is at `scheduler`, or a `local_cluster` of `jobs` Dask workers.
+    `on_record(record)` is called as each submission's grading is written (watch releases its
+    feedback then)."""
     from tqdm import tqdm
 
     if sandboxed:
@@ -483,6 +485,8 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
                 result.graded.append(record)
                 bar.write(summary_line(record), file=sys.stdout)
                 bar.update()
+                if on_record is not None:
+                    on_record(record)
     result.graded.sort(key=lambda r: r.student)
     return result
 

@@ -153,13 +153,19 @@ class Watcher:
         return ready, later
 
     def _grade(self, students: list[str]) -> None:
-        grade_batch(self.course, students, progress=False, **self.grading)
+        """Grade them; each page is written and released as soon as its grading is."""
+        def graded(record) -> None:
+            self._reconcile([record.student])
+            self._release(time.time(), self.due(), [record.student])
 
-    def _reconcile(self) -> None:
-        """Count as an attempt every grading record not counted yet: after each batch, and after
-        a restart (a batch killed part-way leaves records that no attempt lists)."""
+        grade_batch(self.course, students, progress=False, on_record=graded, **self.grading)
+
+    def _reconcile(self, students: list[str] | None = None) -> None:
+        """Count as an attempt every grading record not counted yet (of everyone, or of those
+        named): as each is graded, and after a restart (a batch killed part-way leaves records
+        that no attempt lists)."""
         changed = False
-        for student in self.course.submitted_students():
+        for student in students or self.course.submitted_students():
             record = read_record(self.course, student)
             if record is None or record.status == "interrupted":
                 continue
@@ -175,11 +181,13 @@ class Watcher:
         if changed:
             self.state.save()
 
-    def _release(self, now: float, due: datetime | None) -> None:
-        """Write and hand out the page of every student whose page is not the current one."""
+    def _release(self, now: float, due: datetime | None, students: list[str] | None = None
+                 ) -> None:
+        """Write and hand out the page of every student (or of those named) whose page is not
+        the current one."""
         full = self.before_due == FULL or (due is not None and now >= due.timestamp())
         todo = []
-        for student in self.course.submitted_students():
+        for student in students or self.course.submitted_students():
             record = read_record(self.course, student)
             if record is None or record.status == "interrupted":
                 continue
@@ -229,7 +237,6 @@ class Watcher:
         ready, later = self._queue(time.time())
         if ready:
             self._grade(ready)
-            self._reconcile()
         self._release(time.time(), self.due())
         self._status(later, self._waiting)
 

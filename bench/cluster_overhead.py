@@ -126,12 +126,12 @@ def main() -> int:
             local_s = _grade(local, "--jobs", str(jobs))
             dask_s = _grade(on_dask, "--scheduler", address)
             local_cluster_s = _grade(on_local_cluster, "--cluster", "local", "--jobs", str(jobs))
+            seconds = [read_record(on_dask, s).seconds for s in on_dask.submitted_students()]
             per_task_ms, write_ms = task_overhead(address, on_dask, args.tasks)
         finally:
             for proc in procs:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    seconds = [read_record(on_dask, s).seconds for s in on_dask.submitted_students()]
     each = statistics.mean(seconds)
     print(f"submissions: {n} reference, {jobs} at a time")
     print(f"grade --jobs {jobs} (local slots):                {local_s:6.1f} s")
