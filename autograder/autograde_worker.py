@@ -7,7 +7,8 @@ root holding one submission (`task` builds it), so the process never writes the 
 
 Protocol, one JSON object per line. The slot writes {"student": ID, "root": DIR, "assignment": A,
 "extension": SECONDS or null}; the process answers {"student": ID, "ok": bool, "log": text,
-"submission": what the scratch gradebook recorded} once nbgrader is done with it.
+"submission": what the scratch gradebook recorded, "seconds": [wall, cpu] of the autograde} once
+nbgrader is done with it.
 
     python -m autograder.autograde_worker [CONFIG_JSON]
 
@@ -19,6 +20,9 @@ import datetime
 import json
 import os
 import sys
+import time
+
+from autograder.phases import cpu_seconds
 
 
 def _api(course_root: str, overrides: dict):
@@ -79,12 +83,14 @@ def main(argv: list[str]) -> int:
         db_url = api.coursedir.db_url
         if request.get("extension"):
             _grant_extension(db_url, assignment, student, request["extension"])
+        wall, cpu = time.perf_counter(), cpu_seconds()
         result = api.autograde(assignment, student, force=True, create=True)
+        spent = [time.perf_counter() - wall, cpu_seconds() - cpu]
         log = (result.get("log") or "") + "\n" + (result.get("error") or "")
         ok = bool(result.get("success"))
         # A failed autograde has still recorded the submission (with no scores): kept, so that
         # the course's gradebook lists the student, as nbgrader's own autograde leaves it.
-        print(json.dumps({"student": student, "ok": ok, "log": log,
+        print(json.dumps({"student": student, "ok": ok, "log": log, "seconds": spent,
                           "submission": recorded_submission(db_url, assignment, student)}),
               file=replies)
     return 0

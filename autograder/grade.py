@@ -40,6 +40,7 @@ from .course import Course, CourseError
 from .files import write_atomic
 from .gradebook import open_gradebook
 from .notebook import grade_id, is_answer_cell, nbgrader as nbgrader_metadata
+from .phases import Phases, cpu_seconds, table
 from .records import GradingRecord, Status, read_record, records_dir, write_record
 from .release import ensure_gradebook
 
@@ -330,6 +331,7 @@ def _merge_into_gradebook(course: Course, student: str, recorded: dict) -> None:
 def record_outputs(course: Course, inputs: task.SubmissionInputs, outputs: task.GradingOutputs,
                    basis: GradingBasis) -> GradingRecord:
     """Write one submission's grading into the course: graded folder, gradebook, record."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     student = outputs.student
     digest = files_fingerprint(inputs.files)
     previous = read_record(course, student)
@@ -362,6 +364,10 @@ def record_outputs(course: Course, inputs: task.SubmissionInputs, outputs: task.
             course, student, previous.answers if previous else {}, answers)
     elif previous is not None:
         record.answers = previous.answers   # not graded: the hand grades still stand for those
+    phases = Phases(outputs.phases)
+    phases.add("grade: recording (graded folder, gradebook, record)",
+               time.perf_counter() - wall, cpu_seconds() - cpu)
+    record.phases = phases.seconds
     write_record(course, record)
     return record
 
@@ -488,7 +494,28 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
                 if on_record is not None:
                     on_record(record)
     result.graded.sort(key=lambda r: r.student)
+    print(phase_summary(result.graded), flush=True)
     return result
+
+
+def class_phases(records: list[GradingRecord]) -> Phases:
+    """The batch's phases summed over its submissions; test cells as one phase."""
+    total = Phases()
+    for record in records:
+        for name, (wall, cpu) in record.phases.items():
+            total.add("tests: test cells" if name.startswith("test cell ") else name, wall, cpu)
+    return total
+
+
+def phase_summary(records: list[GradingRecord], top: int = 5) -> str:
+    """One line: where the batch's time went, its largest phases first."""
+    total = class_phases(records)
+    wall_all = total.total()[0] or 1.0
+    biggest = sorted(total.seconds.items(), key=lambda item: -item[1][0])[:top]
+    return (f"time by phase ({len(records)} submission(s), wall seconds summed over slots): " +
+            ", ".join(f"{name} {wall:.0f} s ({wall / wall_all:.0%})"
+                      for name, (wall, _) in biggest) +
+            " (grade --verbose: every phase)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -514,6 +541,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'local': start a Dask LocalCluster of --jobs single-threaded "
                              "workers on this machine and grade on it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true",
+                        help="at the end, the table of every phase's wall and CPU seconds, "
+                             "summed over the batch")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -529,6 +559,8 @@ def run(args: argparse.Namespace) -> int:
                          args.time_limit, args.sandboxed, progress=not args.quiet,
                          scheduler=scheduler, local_cluster=args.cluster == "local")
     failed = [r for r in result.graded if not r.ok]
+    if args.verbose and result.graded:
+        print("\n".join(table(class_phases(result.graded))))
     print(f"graded {len(result.graded) - len(failed)}, failed {len(failed)}, "
           f"already graded {len(result.skipped)}")
     return 0

@@ -45,6 +45,7 @@ class GradingRecord:
     answers_changed: list = field(default_factory=list)   # hand-graded ones whose text changed
     worker: str = ""         # the grading slot that graded it (a local job, a Dask worker)
     test_cells: dict = field(default_factory=dict)   # grade.assignment_cells when it was graded
+    phases: dict = field(default_factory=dict)   # phase -> [wall, cpu] seconds (autograder.phases)
 
     @property
     def ok(self) -> bool:

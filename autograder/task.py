@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ceilings, machine, uids
+from .phases import SUFFIX, Phases
 from .course import REPO_ROOT, Course, CourseError, tool_environment
 from .records import Status
 
@@ -106,6 +107,7 @@ class GradingOutputs:
     machine: dict = field(default_factory=dict)     # machine.describe() of where it was graded
     ceilings: dict | None = None                    # that machine's ceilings (Ceilings.to_json)
     worker: str = ""                                # which slot graded it
+    phases: dict = field(default_factory=dict)      # phases.Phases.seconds: where the time went
 
 
 def _blank_gradebook(course: Course) -> bytes:
@@ -202,6 +204,7 @@ class AutogradeWorker:
         self.overrides, self.log_path = overrides, log_path
         self.proc: subprocess.Popen | None = None
         self.replies: queue.Queue = queue.Queue()
+        self.spent: list[float] | None = None     # [wall, cpu] of the last autograde
 
     def _start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,10 +233,15 @@ class AutogradeWorker:
             self.proc.wait()
             self.proc = None
 
+    def ensure_started(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+
     def autograde(self, root: Path, assignment: str, student: str, extension: float | None,
                   timeout: float) -> tuple[Status, str, dict]:
         """(status, reason, recorded submission) of autograding one student in a scratch root;
-        the process is replaced if it fails."""
+        the process is replaced if it fails. `self.spent`: [wall, cpu] of nbgrader's autograde."""
+        self.spent = None
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         self.proc.stdin.write(json.dumps({"student": student, "root": str(root),
@@ -248,6 +256,7 @@ class AutogradeWorker:
         if reply is None:  # the process itself died: nbgrader, not the student's kernel
             self.stop()
             return Status.FAILED, "the grading process died; see " + str(self.log_path), {}
+        self.spent = reply.get("seconds")
         if reply["ok"]:
             return Status.GRADED, "", reply.get("submission") or {}
         return Status.FAILED, failure_reason(reply["log"]), reply.get("submission") or {}
@@ -302,29 +311,47 @@ class Slot:
                               f"commit of the course repository and requirements.lock on every "
                               f"grading machine")
         started = time.monotonic()
-        found = self._machine_ceilings(course.files)
+        phases = Phases()
+        with phases.timed("slot: machine ceilings"):
+            found = self._machine_ceilings(course.files)
         root = Path(tempfile.mkdtemp(prefix="course-", dir=self.home))
         try:
-            for name, data in course.files.items():
-                _write(root / name, data)
-            folder = Path("submitted") / submission.student / course.assignment
-            for name, data in submission.files.items():
-                _write(root / folder / name, data)
-            status, reason, recorded = self._worker_for(course.overrides).autograde(
+            with phases.timed("slot: scratch course in and out"):
+                for name, data in course.files.items():
+                    _write(root / name, data)
+                folder = Path("submitted") / submission.student / course.assignment
+                for name, data in submission.files.items():
+                    _write(root / folder / name, data)
+            worker = self._worker_for(course.overrides)
+            with phases.timed("nbgrader: process start"):
+                worker.ensure_started()
+            status, reason, recorded = worker.autograde(
                 root, course.assignment, submission.student, submission.extension, course.timeout)
-            graded = root / "autograded" / submission.student / course.assignment
-            files = _files_under(graded) if status == Status.GRADED and graded.is_dir() else {}
+            with phases.timed("slot: scratch course in and out"):
+                graded = root / "autograded" / submission.student / course.assignment
+                files = _files_under(graded) if status == Status.GRADED and graded.is_dir() else {}
         finally:
             shutil.rmtree(root, ignore_errors=True)
+        inside = Phases(json.loads(files.get(f"{_notebook_name(files)}{SUFFIX}") or b"{}"))
+        if worker.spent:   # nbgrader's own work: its autograde minus what the preprocessors timed
+            wall, cpu = inside.total()
+            inside.add("nbgrader: its own steps (copying, sanitizing, saving, scoring)",
+                       max(0.0, worker.spent[0] - wall), max(0.0, worker.spent[1] - cpu))
         return GradingOutputs(submission.student, status, reason,
                               round(time.monotonic() - started, 2), files, recorded,
-                              machine.describe(), found, self.name)
+                              machine.describe(), found, self.name,
+                              phases.merged(inside).seconds)
 
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()
         self.lease.release()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _notebook_name(files: dict[str, bytes]) -> str:
+    """The graded notebook's name without .ipynb (the phases file is named after it)."""
+    return next((Path(n).stem for n in files if n.endswith(".ipynb") and "/" not in n), "")
 
 
 def _write(path: Path, data: bytes) -> None:

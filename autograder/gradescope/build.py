@@ -40,7 +40,7 @@ from .run import CONFIG_FILE, DEFAULT_BUDGET, DEFAULT_TIME_LIMIT, TEMPLATE_DIR
 PACKAGE_DIR = Path(__file__).resolve().parents[1]       # the `autograder` package
 # What grading in the container imports: the runtime, the trusted runner and what they use.
 RUNTIME = ("__init__.py", "assignment.py", "ceilings.py", "files.py", "machine.py", "notebook.py",
-           "outcomes.py", "performance.py", "sandbox.py", "timing", "trusted", "uids.py",
+           "outcomes.py", "performance.py", "phases.py", "sandbox.py", "timing", "trusted", "uids.py",
            "gradescope/__init__.py", "gradescope/notebook.py", "gradescope/results.py",
            "gradescope/run.py")
 # What the runtime imports from PyPI; the assignment adds what its notebook's given code imports.

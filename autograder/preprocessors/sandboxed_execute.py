@@ -24,6 +24,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Any, Bool, Float, Int
 
 from ..notebook import is_test_cell
+from ..phases import Phases, cpu_seconds
 
 
 class SandboxedKernelManager(AsyncKernelManager):
@@ -50,6 +51,11 @@ class SandboxedExecute(Execute):
                                                 "text": text + "\n"}))
 
     def preprocess_cell(self, cell, resources, index):
+        if self._started is not None:      # the kernel is up: the first cell is about to run
+            wall, cpu = self._started
+            resources["phases"].add("kernel: start", time.perf_counter() - wall,
+                                    cpu_seconds() - cpu)
+            self._started = None
         if is_test_cell(cell):
             return cell, resources  # scored by TrustedTests, never in the student's kernel
         if self._kernel_died or cell.cell_type != "code" or not cell.source.strip():
@@ -110,9 +116,15 @@ class SandboxedExecute(Execute):
         self._kernel_died = self._out_of_time = False
         self._deadline = time.monotonic() + self.budget
         self._cell_timeout = self.timeout
+        phases = resources.setdefault("phases", Phases())
+        self._started = (time.perf_counter(), cpu_seconds())
+        wall, cpu = self._started
         try:
             return super().preprocess(nb, resources, km=km)
         finally:
+            start = phases.seconds.get("kernel: start", [0.0, 0.0])
+            phases.add("kernel: notebook cells", time.perf_counter() - wall - start[0],
+                       cpu_seconds() - cpu - start[1])
             self.timeout = self._cell_timeout
             scratch = getattr(self, "_scratch", None)
             if scratch:

@@ -18,6 +18,7 @@ from traitlets import Bool, Float, Int, Unicode
 from pathlib import Path
 
 from .. import assignment, ceilings, performance
+from ..phases import SUFFIX, Phases
 from ..notebook import grade_id, is_test_cell
 from ..trusted import launch, runner
 
@@ -48,14 +49,19 @@ class TrustedTests(NbGraderPreprocessor):
         return found.to_json() if found else None
 
     def preprocess(self, nb, resources):
+        phases = resources.setdefault("phases", Phases())
         report = runner.run_tests(nb, self.spec(resources), self.launcher(), self.call_timeout,
                                   cpu=None if self.cpu < 0 else self.cpu,
-                                  report=runner.RunReport(ceilings=self.machine_ceilings()))
+                                  report=runner.RunReport(ceilings=self.machine_ceilings(),
+                                                          phases=phases))
         # Beside the graded notebook (nbgrader writes resources' outputs there): what grading
         # measured of the submission's speed, for feedback and the report.
         name = f"{resources.get('unique_key', 'notebook')}{performance.SUFFIX}"
         resources.setdefault("outputs", {})[name] = json.dumps(report.performance(),
                                                                indent=1).encode()
+        # And where this notebook's grading spent its time (the kernel's phases included).
+        resources["outputs"][f"{resources.get('unique_key', 'notebook')}{SUFFIX}"] = \
+            json.dumps(phases.seconds, indent=1).encode()
         for cell in nb.cells:
             outcome = report.outcomes.get(grade_id(cell))
             if outcome is not None and is_test_cell(cell):

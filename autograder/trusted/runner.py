@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from ..assignment import Assignment
 from ..notebook import HIDDEN_TESTS, grade_id, is_implementation_cell, is_test_cell, part_of
 from ..outcomes import HIDDEN_FAILURE
+from ..phases import Phases
 from . import launch, profile, remote, speed
 
 MAX_STDOUT = 4000
@@ -66,6 +67,7 @@ class RunReport:
     observations: list[remote.Observation] = field(default_factory=list)
     profile: profile.Profile | None = None
     ceilings: dict | None = None      # the grading machine's (autograder.ceilings), as JSON
+    phases: Phases = field(default_factory=Phases)   # where the time went
 
     def performance(self) -> dict:
         """What grading measured of the submission's speed, as saved beside the graded notebook,
@@ -164,9 +166,11 @@ def run_tests(nb, spec: Assignment, launcher: launch.Launcher = launch.local_lau
 
 def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rules, report,
          cpu) -> RunReport:
+    timed = report.phases.timed
     with remote.Worker(code, launcher=launcher, call_timeout=call_timeout, cpu=cpu) as worker:
         try:
-            loaded = worker.start()
+            with timed("tests: worker start and load"):
+                loaded = worker.start()
         except remote.StudentCodeError as exc:
             error = _describe_failure(exc, {})
             for cell in filter(is_test_cell, cells):
@@ -175,7 +179,7 @@ def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rule
         report.load_errors = loaded.errors
         namespace: dict = {"__name__": "__grader__"}
         if setup is not None:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), timed("tests: setup cell"):
                 exec(compile(setup["source"], "<setup>", "exec"), namespace)
         # Only the student's own new names are bound, never over the given helpers or Python's
         # builtins: the worker's list of names is as untrusted as the rest of what it says.
@@ -189,8 +193,9 @@ def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rule
         namespace.update(speed_ratio=helpers.speed_ratio, dispatched_ops=helpers.dispatched_ops)
         checks = spec.rules() if rules else []
         for rule in checks:   # probes first: a clear breach costs no test time
-            if (message := _quietly(rule.probe, worker, meter)):
-                report.violations[rule.part] = message
+            with timed("tests: rules"):
+                if (message := _quietly(rule.probe, worker, meter)):
+                    report.violations[rule.part] = message
         for cell in filter(is_test_cell, cells):
             test = grade_id(cell)
             if only is not None and test not in only:
@@ -203,7 +208,7 @@ def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rule
                     test, ("RuleViolation", report.violations[part_of(test)]))
                 continue
             in_hidden = False
-            with contextlib.redirect_stdout(out):
+            with contextlib.redirect_stdout(out), timed(f"test cell {test}"):
                 try:
                     exec(compile(cell["source"], f"<{test}>", "exec"), namespace)
                 except Exception as exc:  # noqa: BLE001 - every failure is a verdict
@@ -213,9 +218,10 @@ def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rule
                                                 round(time.monotonic() - started, 3), in_hidden)
         # Then every call the tests made, timed calls included, against the same rules.
         for rule in checks:
-            if rule.part not in report.violations and \
-                    (message := _quietly(rule.check, worker, meter)):
-                report.violations[rule.part] = message
+            with timed("tests: rules"):
+                if rule.part not in report.violations and \
+                        (message := _quietly(rule.check, worker, meter)):
+                    report.violations[rule.part] = message
         for test, outcome in list(report.outcomes.items()):
             if part_of(test) in report.violations and \
                     (outcome.error or ("",))[0] != "RuleViolation":
@@ -226,7 +232,7 @@ def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rule
             functions = [f.function for f in spec.profile.functions
                          if loaded.names.get(f.function, {}).get("kind") == "function"
                          and f.part not in report.violations]
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), timed("tests: speed profile"):
                 report.profile = profile.measure(worker, meter, spec.profile, functions)
         report.worker_starts = worker.starts
         report.speeds = meter.records
