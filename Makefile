@@ -50,6 +50,8 @@ release: $(READY)  ## regenerate release/ from source/, and the demo download ma
 formgrader: $(READY)  ## hand-grade in nbgrader's formgrader: Jupyter Lab in COURSE (default: the repository root)
 	@test -f "$(COURSE)/nbgrader_config.py" || { echo "make formgrader: $(COURSE) is not a course root:" \
 	  "it has no nbgrader_config.py (after \`make demo\`, run: make formgrader COURSE=$(DEMO))" >&2; exit 1; }
+	@$(PY) -c 'import socket, sys; s = socket.socket(); s.bind(("", int(sys.argv[1])))' $(PORT) 2>/dev/null || { \
+	  echo "make formgrader: port $(PORT) is in use (another Jupyter?): pick another, e.g. make formgrader PORT=$$(($(PORT) + 1))" >&2; exit 1; }
 	@course="$$(cd "$(COURSE)" && pwd)"; token="$$($(PY) -c 'import secrets; print(secrets.token_hex(24))')"; \
 	echo "formgrader for the course in $$course"; \
 	echo "point your browser at http://localhost:$(PORT)/formgrader?token=$$token (Ctrl-C twice stops it)"; \

@@ -420,7 +420,10 @@ def plot_scores(cohort: list[StudentResult], path: Path) -> str | None:
                         va="center", transform=written_ax.transAxes, color="#666666")
         written_ax.set_xticks([])
         written_ax.set_yticks([])
-    written_ax.set_title(f"Written answers, where hand-graded ({_students(len(done))})")
+    blank = sum(a.blank for r in done for a in r.answers)
+    written_ax.set_title(f"Written answers, where graded ({_students(len(done))}"
+                         + (f"; {blank} answer(s) left blank, scored 0 by nbgrader, not a grader"
+                            if blank else "") + ")", fontsize="medium")
     return _save(fig, path)
 
 

@@ -44,6 +44,8 @@ class WrittenAnswer:
     grade_id: str
     score: float | None      # None until a grader has scored it in formgrader
     max_score: float
+    comment: str = ""        # what the grader wrote in formgrader
+    blank: bool = False      # left as released: nbgrader scored it 0 by itself, no grader did
 
 
 @dataclass
@@ -63,6 +65,7 @@ class StudentResult:
     max_score: float = 0.0
     machine: dict = field(default_factory=dict)        # where it was graded (machine.describe)
     performance: Performance | None = None             # what grading measured of its speed
+    code_comments: dict[str, str] = field(default_factory=dict)   # code cell id -> a grader's comment
 
     @property
     def auto_score(self) -> float:
@@ -147,7 +150,12 @@ def load_student(course: Course, gb, student: str, order: dict[str, int]) -> Stu
         result.timings.extend(found)
         result.performance = result.performance or Performance.read(
             course.autograded_dir(student) / f"{notebook.name}{SUFFIX}")
+        comments = {c.name: (c.manual_comment or "").strip() for c in notebook.comments}
+        answered = {g.name for g in notebook.grades}
+        result.code_comments.update({name: text for name, text in comments.items()
+                                     if text and name not in answered})
         for grade in sorted(notebook.grades, key=lambda g: order.get(g.name, len(order))):
+            comment = comments.get(grade.name, "")
             if grade.cell.cell_type == "code":
                 message, hidden = messages.get(grade.name, ("", False))
                 result.tests.append(ScoredTest(grade.name, float(grade.score or 0),
@@ -156,7 +164,8 @@ def load_student(course: Course, gb, student: str, order: dict[str, int]) -> Stu
                 pending = grade.needs_manual_grade
                 result.answers.append(WrittenAnswer(
                     grade.name, None if pending else float(grade.score or 0),
-                    float(grade.max_score)))
+                    float(grade.max_score), comment,
+                    blank=grade.manual_score is None and grade.auto_score == 0 and not pending))
     return result
 
 

@@ -188,3 +188,24 @@ def test_nbgrader_s_own_feedback_is_the_safe_page(graded_course, tmp_path):
     assert "How close to the machine" in page or "Timing" in page
     for text in HIDDEN_SOURCE:
         assert text not in page and text not in ours, text
+
+
+def test_a_grader_s_comments_reach_the_page_and_blank_answers_say_so(graded_course, tmp_path):
+    """What a TA types in formgrader's comment boxes is on the student's page; answers left as
+    released (nbgrader scores those 0 by itself) are marked as left blank, not as graded."""
+    from autograder.gradebook import open_gradebook
+
+    course = copy_course(graded_course, tmp_path / "course")
+    with open_gradebook(course) as gb:
+        notebook = gb.find_submission_notebook("acceleration", "acceleration", "1001")
+        comments = {c.name: c for c in notebook.comments}
+        comments["question_memory_access"].manual_comment = "Good estimate; show the stride."
+        comments["blocked_impl"].manual_comment = "Try 32x32 tiles too."
+        gb.db.commit()
+    write_feedback(course)
+    page = html.unescape(feedback_path(course, "1001").read_text(encoding="utf-8"))
+    assert "Grader's comment: Good estimate; show the stride." in page
+    assert "Comments on your code" in page and "blocked_impl</code>): Try 32x32 tiles too." in page
+    assert "(left blank)" not in page
+    blank = feedback_path(course, "1003").read_text(encoding="utf-8")
+    assert blank.count("(left blank)") == 4

@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.course import Course, tool_environment
+from autograder.course import REPO_ROOT, Course, tool_environment
 from autograder.export import graded_cells
 from tests.browser import chromium_driver
 
@@ -410,3 +410,15 @@ def test_written_answer_graded_in_formgrader_reaches_export(formgrader, browser,
     total = float(row["auto_total"]) + written - float(row["late_penalty"])
     assert same_points(row["total"], total), (
         f"the total does not include the written answers\n{where}")
+
+
+def test_make_formgrader_refuses_a_port_in_use_before_printing_an_address():
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = subprocess.run(["make", "--no-print-directory", "formgrader", f"PORT={port}"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"port {port} is in use" in proc.stderr and f"PORT={port + 1}" in proc.stderr
+    assert "http://" not in proc.stdout + proc.stderr
