@@ -206,10 +206,13 @@ class Entry:
 
     @property
     def total(self) -> float | None:
-        """nbgrader's total (late penalty applied, at least 0), or None when there is none."""
+        """nbgrader's total (late penalty applied, at least 0), or None when there is none.
+        While some written answer waits for a grader, the written answers count 0, the ones
+        already scored too: a total is either without them or with all of them."""
         if self.ungraded:
             return None
-        return max(0.0, self.result.score)
+        scored_so_far = sum(a.score or 0.0 for a in self.result.answers) if self.pending else 0.0
+        return max(0.0, self.result.score - scored_so_far)
 
     @property
     def auto_total(self) -> float | None:

@@ -393,3 +393,24 @@ def test_students_collected_from_the_other_lms_are_refused(graded_course, tmp_pa
         ex.export(course, "canvas", out)
     assert info.value.students == {"1001": "moodle", "1002": "moodle"}
     assert run_export(course, "--format", "moodle", "-o", str(tmp_path / "moodle.csv")) == 0
+
+
+def test_a_partly_hand_graded_student_is_exported_without_the_written_part(graded_course,
+                                                                           tmp_path):
+    """Two of four answers scored: the total leaves all written answers out (they count once
+    all are scored), as written_total and the question part do."""
+    from autograder.gradebook import open_gradebook
+
+    course = copy_course(graded_course, tmp_path / "course")
+    with open_gradebook(course) as gb:
+        notebook = gb.find_submission_notebook("acceleration", "acceleration", "1001")
+        for grade in [g for g in notebook.grades if g.name.startswith("question_")][:2]:
+            grade.manual_score = 2
+            grade.needs_manual_grade = False
+        gb.db.commit()
+    out = tmp_path / "grades.csv"
+    assert run_export(course, "--format", "csv", "-o", str(out)) == 0
+    rows = read_csv(out)
+    ada = dict(zip(rows[0], next(r for r in rows[1:] if r[0] == "1001")))
+    assert ada["written_total"] == "" and ada["question"] == ""
+    assert ada["total"] == ada["auto_total"] == number(known_total(graded_course, "1001"))
