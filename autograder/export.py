@@ -91,6 +91,7 @@ from .results import StudentResult, load_cohort
 CANVAS, MOODLE, PLAIN = Lms.CANVAS.value, Lms.MOODLE.value, "csv"
 FORMATS = (CANVAS, MOODLE, PLAIN)
 STDOUT = "-"
+LMS_IDS = "lms_ids.csv"        # in the course root: student,lms_id
 # Each LMS's gradebook format is kept beside its download format (autograder/sources/).
 CANVAS_STUDENT_COLUMNS, CANVAS_POINTS_POSSIBLE = canvas.STUDENT_COLUMNS, canvas.POINTS_POSSIBLE
 CANVAS_TITLE_AND_ID, CANVAS_RESERVED = canvas.TITLE_AND_ID, canvas.RESERVED_COLUMNS
@@ -261,6 +262,11 @@ class Cohort:
     course: Course
     entries: list[Entry]
     cells: list[GradedCell]
+    lms_ids: dict[str, str] = field(default_factory=dict)   # student -> LMS id (lms_ids.csv)
+    left_out: list[str] = field(default_factory=list)       # students without an LMS id
+
+    def lms_id(self, student: str) -> str:
+        return self.lms_ids.get(student, student)
 
     @property
     def parts(self) -> list[str]:
@@ -358,11 +364,25 @@ def check_canvas_header(header: str) -> str | None:
     return None
 
 
+def read_lms_ids(course: Course) -> dict[str, str]:
+    """`lms_ids.csv` in the course root (columns student, lms_id): the LMS id of students known
+    by another name, e.g. JupyterHub usernames collected through nbgrader's exchange."""
+    path = course.root / LMS_IDS
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {row["student"].strip(): row["lms_id"].strip() for row in csv.DictReader(fh)
+                if (row.get("student") or "").strip() and (row.get("lms_id") or "").strip()}
+
+
 def _check_ids(cohort: Cohort, fmt: str, expected: str) -> None:
-    """The LMS finds students by these ids: refuse ids it cannot have given out."""
-    bad = [e.student for e in cohort.entries if not is_numeric_id(e.student)]
-    if bad:
+    """The LMS finds students by these ids: students without one it can have given out (after
+    lms_ids.csv) are left out of the file and named; none at all refuses the file."""
+    bad = [e.student for e in cohort.entries if not is_numeric_id(cohort.lms_id(e.student))]
+    if bad and len(bad) == len(cohort.entries):
         raise StudentIdError(fmt, bad, expected)
+    cohort.left_out = bad
+    cohort.entries = [e for e in cohort.entries if e.student not in bad]
     roster = read_roster(cohort.course)
     other = {e.student: roster[e.student].lms for e in cohort.entries
              if e.student in roster and roster[e.student].lms in (CANVAS, MOODLE)
@@ -383,7 +403,8 @@ def render_canvas(cohort: Cohort, assignment: str) -> str:
     rows = [[*CANVAS_STUDENT_COLUMNS, assignment],
             [CANVAS_POINTS_POSSIBLE, "", "", "", "", format_points(cohort.max_score)]]
     for e in cohort.entries:
-        rows.append([e.sortable_name, e.student, "", "", "", format_points(e.total)])
+        rows.append([e.sortable_name, cohort.lms_id(e.student), "", "", "",
+                     format_points(e.total)])
     return _csv_text(rows)
 
 
@@ -409,7 +430,8 @@ def render_moodle(cohort: Cohort, now: datetime) -> str:
     maximum = format_points(cohort.max_score)
     rows = [list(MOODLE_COLUMNS)]
     for e in cohort.entries:
-        rows.append([f"{MOODLE_PARTICIPANT}{e.student}", e.full_name, e.result.email, e.status_text,
+        rows.append([f"{MOODLE_PARTICIPANT}{cohort.lms_id(e.student)}", e.full_name,
+                     e.result.email, e.status_text,
                      format_points(e.total), maximum, "Yes", _submission_time(e.result.timestamp),
                      modified])
     return _csv_text(rows)
@@ -497,7 +519,12 @@ def export(course: Course, fmt: str, output: str | Path, *,
     cohort = load(course)
     if require_complete and (cohort.students("pending") or cohort.students("ungraded")):
         raise IncompleteGradingError(cohort.students("pending"), cohort.students("ungraded"))
+    cohort.lms_ids = read_lms_ids(course)
     text = render(cohort, fmt, canvas_assignment, now)
+    if cohort.left_out:
+        notes.append(f"left out of the {Lms(fmt).label} file, their ids not being "
+                     f"{Lms(fmt).label} ids: {', '.join(cohort.left_out)} (hub usernames? give "
+                     f"their LMS ids in {LMS_IDS}, columns student,lms_id)")
     if not cohort.entries:
         notes.append("no students: submitted/ is empty (run `python -m autograder collect PATH`); "
                      "the file has only its header")

@@ -351,20 +351,35 @@ def test_failed_ungraded_and_changed_students_are_listed(graded_course, tmp_path
     assert "1004" in err and "1001" in err
 
 
-def test_ids_an_lms_cannot_match_are_refused(graded_course, tmp_path, capsys):
+def test_students_without_an_lms_id_are_left_out_named_or_mapped_through_lms_ids(
+        graded_course, tmp_path, capsys):
+    """A hub username is no Canvas or Moodle id: that student is left out of the LMS file (and
+    named), the others are exported; lms_ids.csv gives the LMS id of such students."""
     course = copy_course(graded_course, tmp_path / "course")
     shutil.copytree(course.submitted_dir("1003"), course.submitted_dir("alice"))
     for fmt in ("canvas", "moodle"):
         out = tmp_path / f"{fmt}.csv"
-        assert run_export(course, "--format", fmt, "-o", str(out)) == 1
-        assert "alice" in capsys.readouterr().err
-        assert not out.exists()
-    with pytest.raises(ex.StudentIdError) as info:
-        ex.export(course, "moodle", tmp_path / "m.csv")
-    assert info.value.students == ["alice"] and info.value.format == "moodle"
+        assert run_export(course, "--format", fmt, "-o", str(out)) == 0
+        err = capsys.readouterr().err
+        assert "left out of the" in err and "alice" in err and "lms_ids.csv" in err, err
+        assert "alice" not in out.read_text() and "1001" in out.read_text()
     out = tmp_path / "plain.csv"
     assert run_export(course, "--format", "csv", "-o", str(out)) == 0
     assert [row[0] for row in read_csv(out)[1:]] == ["1001", "1002", "1003", "alice"]
+
+    (course.root / "lms_ids.csv").write_text("student,lms_id\nalice,5005\n", encoding="utf-8")
+    canvas = tmp_path / "mapped.csv"
+    assert run_export(course, "--format", "canvas", "-o", str(canvas)) == 0
+    assert "left out" not in capsys.readouterr().err
+    assert [row[1] for row in read_csv(canvas)[2:]] == ["1001", "1002", "1003", "5005"]
+
+    # Nobody with an LMS id: nothing to import, the file is refused.
+    only = copy_course(graded_course, tmp_path / "only")
+    for student in ("1001", "1002", "1003"):
+        shutil.move(str(only.submitted_dir(student).parent), str(only.root / "submitted" / f"u{student}"))
+    with pytest.raises(ex.StudentIdError) as info:
+        ex.export(only, "moodle", tmp_path / "m.csv")
+    assert info.value.format == "moodle" and not (tmp_path / "m.csv").exists()
 
 
 def test_an_empty_course_gives_a_header_only_file(course, tmp_path, capsys):
