@@ -317,7 +317,9 @@ def _merge_into_gradebook(course: Course, student: str, recorded: dict) -> None:
             course.assignment, student,
             **({"timestamp": datetime.datetime.fromisoformat(timestamp)} if timestamp else {}))
         for nb in submission.notebooks:
-            got = recorded.get("notebooks", {}).get(nb.name, {})
+            got = recorded.get("notebooks", {}).get(nb.name)
+            if not got:                # nbgrader recorded nothing of it: leave it as it was
+                continue
             nb.late_submission_penalty = got.get("late_submission_penalty")
             for grade in nb.grades:
                 if grade.name in got.get("grades", {}):
