@@ -396,6 +396,9 @@ def intake(course: Course, source: Path, lms: str, candidates: list[Candidate],
             late_stamp = report.due + timedelta(seconds=1)
             chosen = [dataclasses.replace(c, timestamp=late_stamp)
                       if c.late and c.timestamp is None else c for c in chosen]
+            # A folder gives times, not marks: late is what nbgrader's late policy will say.
+            chosen = [dataclasses.replace(c, late=c.timestamp > report.due)
+                      if c.late is None and c.timestamp is not None else c for c in chosen]
         (course.root / _COLLECTED).mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=course.root / _COLLECTED))
         try:

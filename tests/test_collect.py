@@ -169,6 +169,25 @@ def test_canvas_late_marks_meet_the_due_date(course):
     assert parse_utc(stamp) == (due + timedelta(seconds=1)).replace(tzinfo=None)
 
 
+def test_a_folder_s_late_work_is_marked_late_as_nbgrader_will_count_it(course, tmp_path):
+    from nbgrader.api import Gradebook
+
+    due = datetime(2026, 11, 20, 12, 0, 0, tzinfo=timezone.utc)
+    with Gradebook(course.db_url) as gb:
+        gb.update_or_create_assignment(course.assignment, duedate=due.replace(tzinfo=None))
+    src = tmp_path / "folder"
+    for student, when in (("early", "2026-11-20 11:59:00"), ("late", "2026-11-20 12:30:00")):
+        (src / student / "acceleration").mkdir(parents=True)
+        (src / student / "acceleration" / "acceleration.ipynb").write_bytes(
+            build.notebook(f"# {student}"))
+        (src / student / "acceleration" / "timestamp.txt").write_text(f"{when}.000000 UTC")
+    report = collect(course, src)
+    assert {i.student: i.late for i in report.imported} == {"early": False, "late": True}
+    rows = {line.split()[0]: line for line in report.format_table().splitlines()
+            if line.startswith(("early", "late"))}
+    assert "on time" in rows["early"] and "LATE" in rows["late"]
+
+
 def test_canvas_anonymous_and_identical_copies(course, tmp_path):
     zip_path = canvas_copies(tmp_path / "dl" / "anon.zip", build.notebook("speedup = 2.5"), [
         "anon_x8k2p_7740190_acceleration.ipynb",
