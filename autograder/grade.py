@@ -483,7 +483,7 @@ def grade_batch(course: Course, students: list[str] | None = None, jobs: int | N
         where = LocalSlots(course, jobs)
     granted = task.extensions(course)
     inputs = {s: task.submission_inputs(course, s, granted.get(s)) for s in todo}
-    shared = task.course_files(course, _overrides(time_limit, sandboxed), timeout)
+    shared = task.course_files(course, _overrides(time_limit, sandboxed), timeout, basis.tests)
     with where:
         result.sandbox_uids = where.sandbox_uids
         with tqdm(total=len(todo), unit="submission", disable=not progress, file=sys.stderr,

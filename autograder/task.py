@@ -36,6 +36,7 @@ from pathlib import Path
 from . import ceilings, machine, uids
 from .phases import SUFFIX, Phases
 from .course import REPO_ROOT, Course, CourseError, tool_environment
+from .files import write_atomic
 from .records import Status
 
 SCRATCH_GRADEBOOK = "gradebook.db"     # where the scratch course's nbgrader_config.py finds it
@@ -133,10 +134,24 @@ def _files_under(folder: Path, ignore=()) -> dict[str, bytes]:
             if p.is_file() and not any(p.match(pattern) for pattern in ignore)}
 
 
-def course_files(course: Course, overrides: dict, timeout: float) -> CourseFiles:
+def _kept_blank_gradebook(course: Course, tests: str) -> bytes:
+    """The blank gradebook, made once per version of the assignment's tests (`tests`: their
+    fingerprint, grade.GradingBasis.tests) and kept under grading/cache/: it holds nothing else."""
+    if not tests:
+        return _blank_gradebook(course)
+    path = course.root / "grading" / "cache" / f"blank-gradebook-{tests[:16]}.db"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        data = _blank_gradebook(course)
+        write_atomic(path, data, make_folder=True)
+        return data
+
+
+def course_files(course: Course, overrides: dict, timeout: float, tests: str = "") -> CourseFiles:
     """The batch's shared inputs, read from the course once."""
     files = {"nbgrader_config.py": (course.root / "nbgrader_config.py").read_bytes(),
-             SCRATCH_GRADEBOOK: _blank_gradebook(course)}
+             SCRATCH_GRADEBOOK: _kept_blank_gradebook(course, tests)}
     source = course.source_dir.relative_to(course.root)
     for name, data in _files_under(course.source_dir, ("*.pyc",)).items():
         files[str(source / name)] = data
