@@ -272,7 +272,8 @@ def _gradebook(course: Course) -> Iterator["Gradebook"]:
         raise CollectError(course.gradebook, str(exc)) from exc
 
 
-def _due_date(gb: "Gradebook", assignment: str) -> datetime | None:
+def due_date(gb: "Gradebook", assignment: str) -> datetime | None:
+    """The assignment's due date in the gradebook, as aware UTC (None when it has none)."""
     from nbgrader.api import MissingEntry
 
     try:
@@ -389,7 +390,7 @@ def intake(course: Course, source: Path, lms: str, candidates: list[Candidate],
     display = {c.student: c.display for c in candidates}
 
     with _gradebook(course) as gb:
-        report.due = _due_date(gb, course.assignment)
+        report.due = due_date(gb, course.assignment)
         if report.due is not None:
             # Canvas marks late work but gives no time: one second past the due date is the
             # earliest time it can have been handed in, and makes nbgrader's late policy apply.

@@ -119,6 +119,12 @@ class Course:
     def db_url(self) -> str:
         return f"sqlite:///{self.gradebook}"
 
+    def config(self):
+        """nbgrader_config.py as traitlets loads it (a Config: section -> settings)."""
+        from traitlets.config import PyFileConfigLoader
+
+        return PyFileConfigLoader("nbgrader_config.py", path=str(self.root)).load_config()
+
     def submitted_dir(self, student: str) -> Path:
         return self.root / "submitted" / student / self.assignment
 

@@ -120,20 +120,14 @@ NEUTRAL_SETTINGS = {"Exchange": None, "ExchangeFactory": None, "GenerateFeedback
                     "CourseDirectory": {"course_id", "root", "db_url", "groupshared"}}
 
 
-def _course_config(course: Course):
-    from traitlets.config import PyFileConfigLoader
-
-    return PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config()
-
-
 def configured_scheduler(course: Course) -> str | None:
     """c.DaskGrading.scheduler of nbgrader_config.py, if set: where `grade` sends its work."""
-    return str(_course_config(course).get("DaskGrading", {}).get("scheduler") or "") or None
+    return str(course.config().get("DaskGrading", {}).get("scheduler") or "") or None
 
 
 def verdict_settings(course: Course) -> str:
     """nbgrader_config.py as loaded, without the settings in NEUTRAL_SETTINGS, as sorted JSON."""
-    config = _course_config(course)
+    config = course.config()
     kept = {}
     for section, values in config.items():
         neutral = NEUTRAL_SETTINGS.get(section, set())

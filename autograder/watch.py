@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .collect import CollectError, intake
+from .collect import CollectError, due_date, intake
 from .course import Course, CourseError, NbgraderError
 from .feedback import feedback_path, write_feedback
 from .files import write_atomic
@@ -107,14 +107,8 @@ class Watcher:
 
     # -- one pass ---------------------------------------------------------------------------
     def due(self) -> datetime | None:
-        from nbgrader.api import MissingEntry
-
         with open_gradebook(self.course) as gb:
-            try:
-                due = gb.find_assignment(self.course.assignment).duedate
-            except MissingEntry:
-                return None
-        return None if due is None else due.replace(tzinfo=timezone.utc)
+            return due_date(gb, self.course.assignment)
 
     def _collect(self) -> None:
         if self.exchange is not None:

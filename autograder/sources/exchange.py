@@ -16,18 +16,12 @@ from ..course import Course
 DEFAULT_ROOT = "/usr/local/share/nbgrader/exchange"    # nbgrader's Exchange.root default
 
 
-def _setting(course: Course, section: str, name: str, default: str) -> str:
-    from traitlets.config import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config()
-    return str(config.get(section, {}).get(name) or default)
-
-
 class Exchange:
     def __init__(self, course: Course, root: str | Path | None = None, settle: float = 2.0):
         self.course, self.settle = course, settle
-        self.root = Path(root or _setting(course, "Exchange", "root", DEFAULT_ROOT))
-        self.course_id = _setting(course, "CourseDirectory", "course_id", "")
+        config = course.config()
+        self.root = Path(root or config.get("Exchange", {}).get("root") or DEFAULT_ROOT)
+        self.course_id = str(config.get("CourseDirectory", {}).get("course_id") or "")
         self.inbound = self.root / self.course_id / "inbound"
         self._seen: dict[str, tuple[tuple, float]] = {}    # entry -> (signature, since)
         self._collected: dict[str, tuple] = {}              # entry -> signature collected
