@@ -1,7 +1,9 @@
 """The trusted runner's parts, one by one: tracked arrays, the wire and its arena, Freivalds' check,
-the worker's call path, and the one worker policy (no second process, no thread)."""
+when a timing stops, the worker's call path and deferred imports, and the one worker policy (no
+second process, no thread)."""
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -11,9 +13,11 @@ import sys
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from autograder import sandbox
-from autograder.trusted import launch, remote, tracked, verify, wire, worker
+from autograder.timing import stats
+from autograder.trusted import launch, remote, speed, tracked, verify, wire, worker
 
 RNG = np.random.default_rng(7)
 
@@ -53,14 +57,17 @@ def test_the_largest_product_is_kept_when_the_log_overflows():
 
 # Freivalds ----------------------------------------------------------------------------------------
 
-def test_freivalds_accepts_honest_products_in_any_order_and_rejects_forgeries():
+@pytest.mark.parametrize("scratch", [None, "shared"])
+def test_freivalds_accepts_honest_products_in_any_order_and_rejects_forgeries(scratch):
+    # With a shared Scratch, every check reuses the buffers of the one before it.
+    check = functools.partial(verify.freivalds, scratch=verify.Scratch() if scratch else None)
     a, b = _matrix(256, 256), _matrix(256, 256)
     exact = a.astype(np.float64) @ b
     tiled = np.zeros((256, 256), np.float32)
     for p in range(0, 256, 64):       # another summation order, in float32
         tiled += a[:, p:p + 64] @ b[p:p + 64]
     for honest in (a @ b, tiled, exact.astype(np.float32), exact):
-        assert verify.freivalds(a, b, honest, RNG)
+        assert check(a, b, honest, RNG)
     row_and_sum = np.zeros_like(exact)   # what the old check looked at: row 0 and the total
     row_and_sum[0] = exact[0]
     row_and_sum[-1, -1] = exact.sum() - row_and_sum.sum()
@@ -68,7 +75,54 @@ def test_freivalds_accepts_honest_products_in_any_order_and_rejects_forgeries():
     one_entry[100, 7] += 12               # one entry off by less than a typical value (~16)
     other_inputs = (_matrix(256, 256) @ b).astype(np.float64)
     for forged in (row_and_sum, one_entry, other_inputs, exact.T, exact[:, :-1], None):
-        assert not verify.freivalds(a, b, forged, RNG)
+        assert not check(a, b, forged, RNG)
+
+
+# when a timing stops ------------------------------------------------------------------------------
+
+def _tiles_of_16(a, b):
+    c = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    for i in range(0, a.shape[0], 16):
+        for j in range(0, b.shape[1], 16):
+            for p in range(0, a.shape[1], 16):
+                c[i:i + 16, j:j + 16] += a[i:i + 16, p:p + 16] @ b[p:p + 16, j:j + 16]
+    return c
+
+
+@pytest.fixture
+def one_blas_thread():
+    with threadpool_limits(limits=1, user_api="blas"):   # as `runner.run_tests` times
+        yield
+
+
+def test_a_pass_far_inside_its_limit_takes_one_measurement(one_blas_thread):
+    meter = speed.SpeedMeter(worker=None)   # both sides are local code: no worker is asked
+    try:
+        ratio = meter.speed_ratio(np.matmul, _tiles_of_16, _matrix(128, 128), _matrix(128, 128),
+                                  at_most=1.0)
+    finally:
+        meter.close()
+    record, = meter.records
+    # NumPy against 512 Python-looped tile products: some 30x faster, far inside a limit of 1x.
+    assert ratio * stats.SETTLED <= 1.0 and record.stopped == speed.FAR_WITHIN
+    assert record.samples == stats.WITHIN_SAMPLES and record.spread == 1.0   # one measurement
+
+
+def test_a_pass_well_within_its_limit_is_measured_twice_and_a_fail_once(one_blas_thread):
+    meter = speed.SpeedMeter(worker=None)
+    a, b = _matrix(128, 128), _matrix(128, 128)
+    try:
+        # the same product on both sides: a ratio near 1, inside 2.5 but not 3 times inside it
+        meter.speed_ratio(np.matmul, np.dot, a, b, at_most=2.5)
+        # tiles against NumPy, limit 1x: more than 3 times past it from the third sample on
+        meter.speed_ratio(_tiles_of_16, np.matmul, a, b, at_most=1.0)
+    finally:
+        meter.close()
+    within, past = meter.records
+    assert within.stopped == speed.WELL_WITHIN and within.samples == stats.WITHIN_SAMPLES
+    assert within.spread != 1.0                 # a second measurement was taken
+    assert past.stopped == speed.SETTLED and past.samples == stats.SETTLE_SAMPLES
+    assert past.ratio > stats.SETTLED
 
 
 # the wire and its arena ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ class ClockError(RuntimeError):
 class Measurement:
     """Seconds per call of each sampler, one sample per round each; why it ended, if early."""
     samples: dict[str, list[float]]
-    stopped: str = ""                   # "" (all rounds), "settled" or "budget"
+    stopped: str = ""                   # "" (all rounds), "budget", or what `stop` said
     spent: float = 0.0                  # CPU seconds of every sample taken, warm-ups included
     calls: dict[str, int] = field(default_factory=dict)
 
@@ -46,33 +46,34 @@ class Measurement:
 def calls_per_sample(sampler: Sampler, min_sample: float,
                      max_calls: int = 1 << 20) -> tuple[int, float]:
     """(calls, seconds): the number of calls whose sample lasts at least `min_sample` seconds
-    (a power of 4), and how long that last sample took."""
+    (a power of 2: a sample lasts less than twice `min_sample`), and how long that last sample
+    took."""
     calls = 1
     while (elapsed := sampler(calls)) < min_sample:
         if calls >= max_calls:
             if elapsed <= 0:
                 raise ClockError(f"{calls} calls took no measurable time: the clock is not running")
             break
-        calls *= 4
+        calls *= 2
     return calls, elapsed
 
 
 def interleaved(samplers: Mapping[str, Sampler], rounds: int = 15, min_sample: float = 0.002,
-                stop: Callable[[dict[str, list[float]]], bool] | None = None,
+                stop: Callable[[dict[str, list[float]]], str] | None = None,
                 budget: float | None = None) -> Measurement:
     """Sample each sampler once per round, in the mapping's order, round after round.
 
     Every sampler is first warmed up (one call: caches, lazy imports, first-touch page faults) and
     its calls per sample found, in turn; the sample that settles the number of calls is its first
-    sample. After every sample, `stop(samples)` may end the measurement; so does spending more
-    than `budget` CPU seconds in all.
+    sample. After every sample, `stop(samples)` may end the measurement by saying why (any
+    non-empty text, kept in `stopped`); so does spending more than `budget` CPU seconds in all.
     """
     result = Measurement({name: [] for name in samplers})
 
     def done(seconds: float) -> bool:
         result.spent += seconds
-        if stop is not None and all(result.samples.values()) and stop(result.samples):
-            result.stopped = "settled"
+        if stop is not None and all(result.samples.values()) and (why := stop(result.samples)):
+            result.stopped = why
         elif budget is not None and result.spent > budget:
             result.stopped = "budget"
         return bool(result.stopped)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 AGREEMENT = 1.25   # two ratios within this factor of each other agree
 SETTLED = 3.0      # a ratio this many times past its limit is a verdict: measuring more won't help
 SETTLE_SAMPLES = 3  # ... once that many samples of it say so: its first sample can be cold
+WELL_WITHIN = 1.25  # a ratio this far inside its limit passes this measurement...
+WITHIN_SAMPLES = 5  # ... once that many samples of each side say so
 
 
 def best(samples: Sequence[float]) -> float:
@@ -40,3 +42,29 @@ def far_past(samples: Sequence[float], reference: Sequence[float], at_most: floa
     """
     return (len(samples) >= min_samples and bool(reference)
             and ratio(samples, reference) > factor * at_most)
+
+
+def well_within(samples: Sequence[float], reference: Sequence[float], at_most: float,
+                factor: float = WELL_WITHIN, min_samples: int = WITHIN_SAMPLES) -> bool:
+    """Whether the ratio so far is `factor` times inside the limit `at_most`, with `min_samples`
+    samples or more of each side.
+
+    A disturbed reference sample makes the ratio look better, so one measurement that stops here
+    is no verdict on its own: the caller measures again and wants two that agree (a code 1.55x
+    over its limit must meet a reference slowed by 1.3x or more in five samples running, twice).
+    """
+    return (len(samples) >= min_samples and len(reference) >= min_samples
+            and ratio(samples, reference) * factor <= at_most)
+
+
+def far_within(ratio_measured: float, at_most: float, factor: float = SETTLED) -> bool:
+    """Whether one measurement's ratio is `factor` times inside the limit `at_most`: a pass
+    that a second measurement need not confirm.
+
+    For code over its limit to read this, the reference's best sample would have to be slowed
+    `factor` times while the code's was not; a CPU clock is not slowed that much by a busy
+    machine (the noise benchmark's worst reference disturbance is far less), nor by code of the
+    student's spinning on the same core between calls (5% on a 64 MiB sweep).
+    """
+    return ratio_measured * factor <= at_most
+
