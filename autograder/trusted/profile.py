@@ -27,12 +27,14 @@ ROUNDS = 5
 @dataclass(frozen=True)
 class ProfiledFunction:
     """A student function to profile, the part it belongs to, and the reference shown with it
-    (None: NumPy's product is its reference); `sizes` of its own, or the spec's."""
+    (None: NumPy's product is its reference); `sizes` of its own, or the spec's, and `rounds`
+    of its own (a slow function, whose every sample is one long call, needs fewer)."""
     function: str
     part: str
     reference_label: str = ""
     reference: object = None
     sizes: tuple[int, ...] = ()
+    rounds: int = 0                  # 0: ROUNDS
 
 
 def reference_name(function: str) -> str:
@@ -114,7 +116,7 @@ def _works(worker: remote.Worker, name: str, size: int, rng, profile: Profile) -
 
 
 def _timed(worker: remote.Worker, meter: speed.SpeedMeter, profile: Profile, names: list[str],
-           sizes, lead: tuple[str, object, str], by_name: dict, rng) -> bool:
+           sizes, lead: tuple[str, object, str], by_name: dict, rng, rounds: int = ROUNDS) -> bool:
     """Time `names` and their references at `sizes`, in alternation with `lead` (name, function,
     what it is), which goes first: a student function TOO_SLOW times slower than it stops being
     timed. False when the whole profile must stop."""
@@ -132,7 +134,7 @@ def _timed(worker: remote.Worker, meter: speed.SpeedMeter, profile: Profile, nam
                     profile.labels[reference_name(name)] = by_name[name].reference_label
                 entries[name] = (worker.proxy_for(name, "function"), {})
             try:
-                measured = meter.compare(entries, (a, b), rounds=ROUNDS, limit=TOO_SLOW)
+                measured = meter.compare(entries, (a, b), rounds=rounds, limit=TOO_SLOW)
             except (speed.TooSlow, speed.WrongWhileTimed) as exc:
                 why = (f"over {TOO_SLOW}x the time of {lead_label}"
                        if isinstance(exc, speed.TooSlow) else "a wrong result")
@@ -174,6 +176,7 @@ def measure(worker: remote.Worker, meter: speed.SpeedMeter, spec: ProfileSpec,
         f = by_name[name]
         lead = (reference_name(name), f.reference, f.reference_label) \
             if f.reference is not None else library
-        if not _timed(worker, meter, profile, [name], f.sizes, lead, by_name, rng):
+        if not _timed(worker, meter, profile, [name], f.sizes, lead, by_name, rng,
+                      f.rounds or ROUNDS):
             return profile
     return profile
