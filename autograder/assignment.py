@@ -74,6 +74,8 @@ class Assignment:
     calibration: tuple[SlowVariant, ...] = ()
     demo: tuple[DemoStudent, ...] = ()
     packages: tuple[str, ...] = ()              # what the notebook's given code imports
+    # ... of which the tests never use these: the student's worker imports them at first use
+    deferred_imports: tuple[str, ...] = ()
 
     @property
     def notebook_file(self) -> str:

@@ -211,6 +211,23 @@ def test_a_call_over_its_cpu_limit_is_stopped_and_the_worker_restarts():
         assert w.proxy_for("one", "function")() == 1 and w.starts == 2
 
 
+def test_deferred_modules_are_imported_at_their_first_use_and_missing_ones_still_fail():
+    setup = ("import sys\nimport matplotlib.pyplot as plt\nfrom matplotlib import pyplot\n"
+             "import no_such_module\n")
+    impl = ("def state():\n    return (type(sys.modules['matplotlib.pyplot']).__name__,\n"
+            "            'matplotlib.figure' in sys.modules)\n\n"
+            "def draw():\n    return type(plt.figure()).__name__, pyplot is plt\n")
+    with remote.Worker([("setup", setup, False), ("impl", impl, True)],
+                       launcher=launch.local_launcher,
+                       deferred=("matplotlib.pyplot", "no_such_module")) as w:
+        loaded = w.start()
+        assert loaded.errors["setup"]["type"] == "ModuleNotFoundError"
+        state, draw = (w.proxy_for(name, "function") for name in ("state", "draw"))
+        assert state() == ("_StandIn", False)     # imported by name only, so far
+        assert draw() == ("Figure", True)
+        assert state() == ("module", True)        # the real module, from its first use on
+
+
 # one worker policy: one process, one thread, wherever it runs -------------------------------------
 
 SPAWN = """

@@ -166,8 +166,10 @@ class Worker:
     """A worker process holding one submission's code; restarted on demand after a failure."""
 
     def __init__(self, cells: list[tuple[str, str, bool]], launcher: Launcher = local_launcher,
-                 call_timeout: float = 60.0, env: dict | None = None, cpu: int | None = None):
+                 call_timeout: float = 60.0, env: dict | None = None, cpu: int | None = None,
+                 deferred: tuple[str, ...] = ()):
         self.cells = cells              # (grade id, source, written by the student?)
+        self.deferred = deferred        # modules imported at their first use (worker.defer_import)
         self.launcher = launcher
         self.call_timeout = call_timeout
         self.env = env
@@ -208,7 +210,8 @@ class Worker:
                 replies.put(exc)
 
         threading.Thread(target=pump, daemon=True).start()
-        reply = self._request({"op": "load", "cells": [list(c) for c in self.cells]},
+        reply = self._request({"op": "load", "cells": [list(c) for c in self.cells],
+                               "deferred": list(self.deferred)},
                               what="loading the notebook's code", timeout=max(30.0, self.call_timeout))
         self.load_report = LoadReport(reply["errors"], reply["names"])
         if self.cpu is not None:

@@ -173,7 +173,8 @@ def run_tests(nb, spec: Assignment, launcher: launch.Launcher = launch.local_lau
 def _run(cells, setup, code, spec, launcher, call_timeout, only, profiling, rules, report,
          cpu) -> RunReport:
     timed = report.phases.timed
-    with remote.Worker(code, launcher=launcher, call_timeout=call_timeout, cpu=cpu) as worker:
+    with remote.Worker(code, launcher=launcher, call_timeout=call_timeout, cpu=cpu,
+                       deferred=spec.deferred_imports) as worker:
         try:
             with timed("tests: worker start and load"):
                 loaded = worker.start()

@@ -350,4 +350,5 @@ ASSIGNMENT = Assignment(
                                                    "backend", "models", "spectrum", "question"),
                       late=True)),
     packages=("numpy", "threadpoolctl", "matplotlib"),
+    deferred_imports=("matplotlib.pyplot",),   # for the plots, which no test draws
 )
