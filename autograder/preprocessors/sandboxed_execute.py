@@ -21,7 +21,7 @@ import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
-from traitlets import Any, Bool, Float, Int
+from traitlets import Any, Bool, Float, Int, default
 
 from ..notebook import is_test_cell
 from ..phases import Phases, cpu_seconds
@@ -46,6 +46,12 @@ class SandboxedExecute(Execute):
     budget = Float(30.0, help="seconds the whole notebook may run; later cells are not run"
                    ).tag(config=True)
 
+    @default("shutdown_kernel")
+    def _immediate_shutdown(self):
+        # Every output has arrived once the last cell is done, and the sandbox is thrown away
+        # with whatever the kernel would still write: a graceful shutdown only waits (0.5 s).
+        return "immediate"
+
     def _note(self, cell, text: str) -> None:
         cell.outputs.append(nbformat.from_dict({"output_type": "stream", "name": "stderr",
                                                 "text": text + "\n"}))
@@ -64,7 +70,6 @@ class SandboxedExecute(Execute):
         if remaining <= 0:
             if not self._out_of_time:
                 self._out_of_time = True
-                self.shutdown_kernel = "immediate"   # the kernel may still be busy
                 self._note(cell, f"(not run: grading gives the whole notebook {self.budget:g} s, "
                                  f"and they were used up; the cells after this one were not run "
                                  f"either)")
@@ -81,7 +86,6 @@ class SandboxedExecute(Execute):
             # it busy past the time limit and its interrupt. Its later cells cannot run, but the
             # tests are scored elsewhere: say so here and go on.
             self._kernel_died = True
-            self.shutdown_kernel = "immediate"  # a busy kernel would make shutdown wait
             what = "died" if isinstance(exc, DeadKernelError) else "did not stop when interrupted"
             cell.outputs.append(nbformat.from_dict({
                 "output_type": "error", "ename": type(exc).__name__,
