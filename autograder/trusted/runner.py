@@ -26,7 +26,7 @@ from ..assignment import Assignment
 from ..notebook import HIDDEN_TESTS, grade_id, is_implementation_cell, is_test_cell, part_of
 from ..outcomes import HIDDEN_FAILURE
 from ..phases import Phases
-from . import launch, profile, remote, speed
+from . import launch, memory, profile, remote, speed
 
 MAX_STDOUT = 4000
 
@@ -159,6 +159,7 @@ def run_tests(nb, spec: Assignment, launcher: launch.Launcher = launch.local_lau
     allowed = os.sched_getaffinity(0)
     cpu = min(allowed) if cpu is None else cpu
     os.sched_setaffinity(0, {cpu})
+    memory.steady_allocation()     # as the worker does: both sides of a ratio get memory alike
     # The reference code runs here, timed by this thread's CPU clock: with BLAS threads, that
     # clock also counts this thread spinning while it waits for them (whatever the setup cell,
     # run here too, says about threads).
