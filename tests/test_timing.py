@@ -27,6 +27,13 @@ def test_a_ratio_is_settled_only_far_past_its_limit_in_three_samples():
     assert not stats.far_past([120.0, 80.0, 9.0], [1.0], at_most=10)
 
 
+def test_a_pass_stops_well_within_in_five_samples_and_is_far_within_at_three_times():
+    assert stats.well_within([1.0] * 5, [1.0] * 5, at_most=1.25)
+    assert not stats.well_within([1.0] * 4, [1.0] * 5, at_most=1.25)   # too few samples yet
+    assert not stats.well_within([1.0] * 5, [1.0] * 5, at_most=1.2)
+    assert stats.far_within(0.5, at_most=1.5) and not stats.far_within(0.51, at_most=1.5)
+
+
 def _sampler(name: str, per_call: float, order: list[str]):
     def sample(calls: int) -> float:
         order.append(name)
@@ -68,3 +75,15 @@ def test_a_clock_that_does_not_run_is_refused():
 def test_local_sampler_counts_cpu_time_of_real_work():
     spent = measure.local_sampler(lambda: sum(range(200_000)))(5)
     assert spent > 0
+
+
+def test_a_measurement_can_skip_the_warm_up_and_reuse_the_calls_per_sample():
+    order: list[str] = []
+    samplers = {"a": _sampler("a", 0.001, order), "b": _sampler("b", 0.0001, order)}
+    first = measure.interleaved(samplers, rounds=3, min_sample=0.002, warm_up=False)
+    # No warm-up call: a's search is 1 then 2 calls, b's 1, 2, ... 32; then two more rounds.
+    assert order == ["a"] * 2 + ["b"] * 6 + ["a", "b"] * 2 and first.calls == {"a": 2, "b": 32}
+    order.clear()
+    again = measure.interleaved(samplers, rounds=3, min_sample=0.002, calls=first.calls)
+    assert order == ["a", "b"] * 3 and again.samples == first.samples
+

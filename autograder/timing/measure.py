@@ -60,15 +60,20 @@ def calls_per_sample(sampler: Sampler, min_sample: float,
 
 def interleaved(samplers: Mapping[str, Sampler], rounds: int = 15, min_sample: float = 0.002,
                 stop: Callable[[dict[str, list[float]]], str] | None = None,
-                budget: float | None = None) -> Measurement:
+                budget: float | None = None, warm_up: bool = True,
+                calls: Mapping[str, int] | None = None) -> Measurement:
     """Sample each sampler once per round, in the mapping's order, round after round.
 
     Every sampler is first warmed up (one call: caches, lazy imports, first-touch page faults) and
     its calls per sample found, in turn; the sample that settles the number of calls is its first
-    sample. After every sample, `stop(samples)` may end the measurement by saying why (any
-    non-empty text, kept in `stopped`); so does spending more than `budget` CPU seconds in all.
+    sample. `warm_up=False` leaves out the warm-up call, for code the caller has just called on
+    such inputs; `calls` gives the calls per sample an earlier measurement of the same samplers
+    found, and those samplers are neither warmed up nor searched again. After every sample,
+    `stop(samples)` may end the measurement by saying why (any non-empty text, kept in
+    `stopped`); so does spending more than `budget` CPU seconds in all.
     """
     result = Measurement({name: [] for name in samplers})
+    known = dict(calls or {})
 
     def done(seconds: float) -> bool:
         result.spent += seconds
@@ -79,17 +84,23 @@ def interleaved(samplers: Mapping[str, Sampler], rounds: int = 15, min_sample: f
         return bool(result.stopped)
 
     for name, sampler in samplers.items():
-        if done(sampler(1)):
+        if name in known:
+            result.calls[name] = known[name]
+            continue
+        if warm_up and done(sampler(1)):
             return result
-        calls, seconds = calls_per_sample(sampler, min_sample)
-        result.calls[name] = calls
-        result.samples[name].append(seconds / calls)
+        n, seconds = calls_per_sample(sampler, min_sample)
+        result.calls[name] = n
+        result.samples[name].append(seconds / n)
         if done(seconds):
             return result
-    for _ in range(rounds - 1):
+    for _ in range(rounds):
         for name, sampler in samplers.items():
+            if len(result.samples[name]) >= rounds:
+                continue
             seconds = sampler(result.calls[name])
             result.samples[name].append(seconds / result.calls[name])
             if done(seconds):
                 return result
+    return result
     return result

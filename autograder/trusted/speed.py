@@ -318,8 +318,11 @@ class SpeedMeter:
             if attempt == 2 and max(ratios) <= stats.AGREEMENT * min(ratios):
                 break
             try:
+                # Both sides were just called on these shapes (above): no warm-up call; and a
+                # measurement after the first takes the calls per sample the first found.
                 result = measure.interleaved(samplers, rounds=rounds, min_sample=min_sample,
-                                             stop=settled, budget=BUDGET - spent)
+                                             stop=settled, budget=BUDGET - spent, warm_up=False,
+                                             calls=kept.calls if kept else None)
             except TooSlow as exc:
                 return self._stopped(label, ref_label, args, exc.cpu_limit, min(reference_best),
                                      exc.calls, record)
