@@ -238,10 +238,10 @@ def matmul_numpy(a, b):
 # at 16x16 to 64x64 (at 512x512 they take some 19 s), its blocked and NumPy products against a
 # reference tiling and NumPy's own product called the same way, from 64x64 to 512x512.
 PROFILE = profile.ProfileSpec(sizes=(64, 128, 256, 512), focus=256, functions=(
-    # A 64x64 call of Python loops takes about 0.1 s: two samples of it do for a figure that
-    # decides no points.
+    # A 64x64 call of Python loops takes about 0.1 s, and each sample is one such call: one
+    # sample, after the warm-up call, does for a figure that decides no points.
     profile.ProfiledFunction("matmul_naive", "naive", "plain triple loop", _triple_loop,
-                             sizes=(16, 32, 64), rounds=2),
+                             sizes=(16, 32, 64), rounds=1),
     profile.ProfiledFunction("matmul_blocked", "blocked", "reference tiling",
                              _reference_tiles),
     profile.ProfiledFunction("matmul_numpy", "numpy")))
