@@ -108,8 +108,9 @@ def python_tiles(answers: dict[str, str]) -> str:
 
 
 # Appended to a blocked answer: the same product done ten times over per call, with correct
-# results. Ten, not six: the reference tiling reads 1.6-2.5x NumPy's time, so six times over
-# (9.8-15x) once came in under the blocked part's 10x limit; ten times over is 16-25x.
+# results. Ten, not six: the reference tiling read 1.6-2.5x NumPy's time (2.5-3x since both
+# timing processes keep a warm heap), so six times over once came in under the blocked part's
+# 10x limit; ten times over is 25x or more.
 TEN_TIMES = code('''
     _tiled_product = matmul_blocked
 
